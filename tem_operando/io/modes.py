@@ -16,7 +16,7 @@ from scipy import ndimage
 RADIAL_R2_THRESHOLD = 0.6
 
 
-def radial_r2(frame: np.ndarray, size: int = 128) -> float:
+def radial_r2(frame: np.ndarray, size: int = 96) -> float:
     """Share of the log-intensity variance explained by an azimuthal average.
 
     Parameters

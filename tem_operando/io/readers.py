@@ -79,6 +79,8 @@ class Source:
         For folders: the spatial scale of each frame's file in those units.
     frame_times_s : ndarray or None
         Per-frame times in s when the layout or the file gives them.
+    raw : RawFrames or None
+        Direct access to uncompressed frames (the fast path that bypasses dask).
     closers : list of callables
         Called by :meth:`Recording.close`.
     """
@@ -92,6 +94,7 @@ class Source:
     frame_units: list[str] | None = None
     frame_scales: list[float] | None = None
     frame_times_s: np.ndarray | None = None
+    raw: "RawFrames | None" = None
     closers: list[Callable[[], None]] = field(default_factory=list)
 
 
@@ -134,20 +137,42 @@ def _axes_from_dicts(axes: list[dict], shape: tuple[int, ...]) -> list[Axis]:
 
 
 class RawFrames:
-    """Frames stored contiguously in a file, read with ``os.pread`` (no memory map).
+    """Frames stored uncompressed in a file, in one or more runs of whole frames.
 
-    Reading through a memory map leaves the pages it touched resident in the process, so
-    streaming a 20 GB file would show 20 GB of RSS; positional reads keep memory bounded by the
-    chunk. The object has ``shape``, ``dtype``, ``ndim`` and ``__getitem__`` for
-    :func:`dask.array.from_array`.
+    Each read maps just the frames asked for (``numpy.memmap`` at an offset) and lets the mapping
+    go with the returned array, so streaming a 20 GB file keeps memory bounded by the chunk
+    while reading as fast as a memory map. The object has ``shape``, ``dtype``, ``ndim`` and
+    ``__getitem__`` for :func:`dask.array.from_array`.
+
+    Parameters
+    ----------
+    path : Path
+        The file.
+    offset : int or list of (first_frame, n_frames, byte_offset)
+        Byte offset of frame 0 when the frames are contiguous, else the runs (e.g. the chunks
+        of an uncompressed HDF5 dataset).
+    shape : tuple
+        (T, Y, X).
+    dtype : numpy dtype
     """
 
-    def __init__(self, path: Path, offset: int, shape: tuple[int, ...], dtype: np.dtype):
-        self.path, self.offset = Path(path), int(offset)
+    def __init__(self, path: Path, offset, shape: tuple[int, ...], dtype: np.dtype):
+        self.path = Path(path)
         self.shape, self.dtype = tuple(int(n) for n in shape), np.dtype(dtype)
         self.ndim = len(self.shape)
         self.frame_bytes = int(np.prod(self.shape[1:])) * self.dtype.itemsize
-        need = self.offset + self.frame_bytes * self.shape[0]
+        if isinstance(offset, (int, np.integer)):
+            runs = [(0, self.shape[0], int(offset))]
+        else:
+            runs = []
+            for a, n, o in sorted((int(a), int(n), int(o)) for a, n, o in offset):
+                if runs and runs[-1][0] + runs[-1][1] == a and runs[-1][2] + runs[-1][1] * self.frame_bytes == o:
+                    runs[-1] = (runs[-1][0], runs[-1][1] + n, runs[-1][2])  # adjacent in the file: one run
+                else:
+                    runs.append((a, n, o))
+        self.runs = runs
+        self.offset = runs[0][2] if runs else 0
+        need = max((o + n * self.frame_bytes for _, n, o in runs), default=0)
         have = os.path.getsize(self.path)
         if have < need:
             raise RecordingError(self.path, f"file is truncated: {have} bytes, its header announces "
@@ -157,26 +182,52 @@ class RawFrames:
         key = key if isinstance(key, tuple) else (key,)
         first, rest = key[0], key[1:]
         if isinstance(first, (int, np.integer)):
-            block = self._read(int(first) % self.shape[0], int(first) % self.shape[0] + 1)[0]
+            i = int(first) % self.shape[0]
+            block = self._read(i, i + 1)[0]
         else:
             start, stop, step = first.indices(self.shape[0])
             block = self._read(start, stop)[::step] if stop > start else np.empty((0,) + self.shape[1:], self.dtype)
         return block[rest] if rest else block
 
+    def _map(self, byte_offset: int, n: int) -> np.ndarray:
+        return np.memmap(self.path, dtype=self.dtype, mode="r", offset=byte_offset, shape=(n,) + self.shape[1:])
+
     def _read(self, start: int, stop: int) -> np.ndarray:
-        n = stop - start
-        buf = bytearray(n * self.frame_bytes)
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            view, pos, done = memoryview(buf), self.offset + start * self.frame_bytes, 0
-            while done < len(buf):
-                got = os.preadv(fd, [view[done:]], pos + done)
-                if got == 0:
-                    raise RecordingError(self.path, f"file ends early while reading frames {start}-{stop - 1}")
-                done += got
-        finally:
-            os.close(fd)
-        return np.frombuffer(buf, dtype=self.dtype).reshape((n,) + self.shape[1:])
+        parts = []
+        for a, n, o in self.runs:
+            lo, hi = max(start, a), min(stop, a + n)
+            if lo < hi:
+                parts.append(self._map(o + (lo - a) * self.frame_bytes, hi - lo))
+        if sum(len(p) for p in parts) != stop - start:
+            raise RecordingError(self.path, f"frames {start}-{stop - 1} are not all stored in the file")
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def hdf5_raw_frames(path: Path, dataset: str) -> RawFrames | None:
+    """Direct reads of an unfiltered HDF5 dataset of frames (None when compressed, shuffled or partial).
+
+    Contiguous datasets have one offset; chunked ones whose chunks hold whole frames give one
+    run per chunk (``h5py`` ``get_chunk_info``).
+    """
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        d = f.get(dataset)
+        if not isinstance(d, h5py.Dataset) or d.ndim != 3 or d._filters or d.dtype.byteorder == ">":
+            return None
+        if d.chunks is None:
+            off = d.id.get_offset()
+            return None if off is None else RawFrames(path, off, d.shape, d.dtype)
+        if tuple(d.chunks[1:]) != tuple(d.shape[1:]) or d.id.get_num_chunks() != -(-d.shape[0] // d.chunks[0]):
+            return None
+        runs = []
+        for k in range(d.id.get_num_chunks()):
+            info = d.id.get_chunk_info(k)
+            if info.filter_mask:
+                return None
+            first = info.chunk_offset[0]
+            runs.append((first, min(d.chunks[0], d.shape[0] - first), info.byte_offset))
+        return RawFrames(path, runs, d.shape, d.dtype)
 
 
 def raw_dask(raw: RawFrames, frames_per_chunk: int | None = None) -> da.Array:
@@ -220,11 +271,19 @@ def read_rsciio(path: Path) -> Source:
         kwargs["mode"] = "r"  # rsciio opens these r+ when lazy; raw data is never written
     if ext in (".tif", ".tiff"):
         return _read_tiff(path, plugin)
+    raw = _mrc_raw_frames(path) if ext == ".mrc" else None
     signals = plugin.file_reader(str(path), **kwargs)
     if isinstance(signals, dict):
         signals = [signals]
     sig = _pick_image_dataset(list(signals), path)
     data = _as_dask(sig["data"])
+    if ext in (".hspy", ".hdf5") and data.ndim == 3:
+        title = sig.get("metadata", {}).get("General", {}).get("title") or "__unnamed__"
+        raw = hdf5_raw_frames(path, f"Experiments/{title.replace('/', '-')}/data")
+        if raw is None or raw.shape != tuple(data.shape):
+            raw = None
+        else:
+            data = raw_dask(raw)
     omd = sig.get("original_metadata", {}) or {}
     own = dict(omd.get(OWN_KEY, {}) or {})
     return Source(
@@ -234,7 +293,25 @@ def read_rsciio(path: Path) -> Source:
         metadata=sig.get("metadata", {}) or {},
         original_metadata=omd,
         own=own,
+        raw=raw if raw is not None and tuple(raw.shape) == tuple(data.shape) else None,
     )
+
+
+def _mrc_raw_frames(path: Path) -> RawFrames | None:
+    """Direct reads of an MRC stack's data block (after the 1024-byte header and extended header)."""
+    import mrcfile
+
+    try:
+        with mrcfile.open(str(path), mode="r", header_only=True, permissive=True) as m:
+            h = m.header
+            dtype = mrcfile.utils.data_dtype_from_header(h)
+            shape = (int(h.nz), int(h.ny), int(h.nx))
+            offset = 1024 + int(h.nsymbt)
+    except Exception:  # let RosettaSciIO's reader give the verdict on odd files
+        return None
+    if dtype.byteorder == ">" or min(shape) < 1:
+        return None
+    return RawFrames(path, offset, shape, dtype)
 
 
 def _read_tiff(path: Path, plugin: Any) -> Source:
@@ -271,8 +348,10 @@ def _read_tiff(path: Path, plugin: Any) -> Source:
     closers = [tif.close]
     series = tif.series[0]
     offset = series.dataoffset
+    raw = None
     if offset is not None and series.dtype.isnative:
-        data = raw_dask(RawFrames(path, offset, series.shape, series.dtype))
+        raw = RawFrames(path, offset, series.shape, series.dtype)
+        data = raw_dask(raw)
     else:  # compressed or not contiguous: page by page through zarr
         import zarr
 
@@ -297,6 +376,7 @@ def _read_tiff(path: Path, plugin: Any) -> Source:
         original_metadata=omd,
         own=own,
         closers=closers,
+        raw=raw if raw is not None and tuple(raw.shape) == tuple(data.shape) else None,
     )
 
 
@@ -318,8 +398,8 @@ def read_npy(path: Path) -> Source:
         raise RecordingError(path, "holds a Fortran-ordered or object array; save frames C-ordered")
     if len(shape) == 2:
         shape = (1,) + tuple(shape)
-    data = raw_dask(RawFrames(path, offset, shape, dtype))
-    return Source(data=data, axes=[Axis(size=n) for n in shape], format="npy")
+    raw = RawFrames(path, offset, shape, dtype)
+    return Source(data=raw_dask(raw), axes=[Axis(size=n) for n in shape], format="npy", raw=raw)
 
 
 class _VideoFrames:

@@ -144,15 +144,23 @@ class Recording:
     # -- frames -----------------------------------------------------------------------------
     def _compute(self, start: int, stop: int) -> np.ndarray:
         try:
-            block = self.data[start:stop].compute(scheduler="threads")
+            raw = self._source.raw
+            if raw is not None and raw.shape == tuple(self.data.shape):
+                block = raw[start:stop]  # uncompressed frames: mapped directly, no task graph
+            else:
+                block = self.data[start:stop].compute(scheduler="threads")
         except RecordingError:
             raise
         except Exception as exc:
             raise RecordingError(self.path, f"frames {start}-{stop - 1} cannot be read, the file may be "
                                  f"truncated or corrupt ({type(exc).__name__}: {exc})") from None
         block = np.asarray(block, dtype=np.float32)
-        if self.check_finite:
-            bad = ~np.isfinite(block).reshape(len(block), -1).all(axis=1)
+        if self.check_finite and block.dtype.kind == "f":
+            # a frame's sum is finite unless the frame holds NaN/inf (or overflows: then look closer)
+            sums = block.reshape(len(block), -1).sum(axis=1)
+            bad = ~np.isfinite(sums)
+            if bad.any():
+                bad[bad] = ~np.isfinite(block[bad]).reshape(int(bad.sum()), -1).all(axis=1)
             if bad.any():
                 i = start + int(np.flatnonzero(bad)[0])
                 raise RecordingError(self.path, f"frame {i} contains NaN or infinite values "
@@ -411,6 +419,7 @@ def open_recording(path: str | os.PathLike, nm_per_px: float | None = None, fps:
     if source.frame_times_s is not None or source.format.startswith("folder"):
         files = source.metadata.get("files", [])
         if mode in (None, "auto") and own.get("mode") is None and files:
+            modes[:] = ""  # each file's own units decide, not the first file's
             nm, inv = _folder_modes(files, modes, nm, inv, sources)
 
     time_s = _resolve_times(path, source, own, axes[0], n, user_fps, sources)

@@ -29,9 +29,9 @@ import math
 import re
 import struct
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -48,13 +48,16 @@ __all__ = [
 
 #: Acquisition start stamped into every file (DM DataBar, TIA tags and .emi, Velox
 #: ``AcquisitionStartDatetime``).  Fixed so that written files are reproducible.
-ACQUISITION_START = datetime(2024, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+ACQUISITION_START = datetime(2024, 1, 1, 12, 0, 0, tzinfo=UTC)
 
 #: Pixel types every writer accepts (the types the detectors in question deliver plus
 #: float32 for processed data).  Other dtypes are refused rather than silently cast.
 SUPPORTED_DTYPES: tuple[np.dtype, ...] = tuple(
     np.dtype(t) for t in ("float32", "uint16", "int16", "uint8", "int32")
 )
+
+# Every bad argument raises ValueError (the writers' contract), wrong types included;
+# hence the "noqa: TRY004" marks.
 
 _MICROSCOPE_NAME = "tem-operando synthetic TEM"
 _HIGH_TENSION_V = 300_000.0
@@ -67,7 +70,7 @@ _HIGH_TENSION_V = 300_000.0
 
 def _check_data(data: Any, *, allowed_ndim: tuple[int, ...]) -> np.ndarray:
     if not isinstance(data, np.ndarray):
-        raise ValueError(f"data must be a numpy array, got {type(data).__name__}")
+        raise ValueError(f"data must be a numpy array, got {type(data).__name__}")  # noqa: TRY004
     if data.ndim not in allowed_ndim:
         shapes = " or ".join({2: "(Y, X)", 3: "(T, Y, X)"}[n] for n in allowed_ndim)
         raise ValueError(f"data must have shape {shapes}, got shape {data.shape}")
@@ -102,7 +105,7 @@ def _check_positive(name: str, value: Any) -> float:
 # description (i4 / i8), n type codes (i4 / i8) and the value in the file's byte order.
 # All structure integers are big endian; values are little endian here (byte order 1).
 
-# DM tag value type codes: (struct format of one element, size in bytes)
+# DM tag value type codes and the struct format of one value
 _DM_SHORT, _DM_LONG, _DM_USHORT, _DM_ULONG = 2, 3, 4, 5
 _DM_FLOAT, _DM_DOUBLE, _DM_BOOL, _DM_OCTET, _DM_LLONG = 6, 7, 8, 10, 11
 _DM_ARRAY = 20
@@ -120,7 +123,7 @@ _DM_TAG_FORMAT = {
 
 # numpy dtype -> (ImageData.DataType code, type code of the elements of ImageData.Data).
 # The element type only has to have the pixel's byte size (readers skip the array and
-# read it with ImageData.DataType); it is the one DigitalMicrograph itself uses.
+# read it with ImageData.DataType); we use the matching DM tag type (octet for uint8).
 _DM_IMAGE_TYPES: dict[np.dtype, tuple[int, int]] = {
     np.dtype("int16"): (1, _DM_SHORT),
     np.dtype("float32"): (2, _DM_FLOAT),
@@ -272,14 +275,15 @@ def _metadata_tree(metadata: Mapping[str, Any] | None) -> dict:
     if metadata is None:
         return tree
     if not isinstance(metadata, Mapping):
-        raise ValueError(f"metadata must be a mapping, got {type(metadata).__name__}")
+        kind = type(metadata).__name__
+        raise ValueError(f"metadata must be a mapping, got {kind}")  # noqa: TRY004
     for key, value in metadata.items():
         if not isinstance(key, str) or not key or any(p == "" for p in key.split(".")):
             raise ValueError(f"metadata key {key!r} must be a non-empty str without empty parts")
         if isinstance(value, np.generic):
             value = value.item()
         if not isinstance(value, (str, bool, int, float)):
-            raise ValueError(
+            raise ValueError(  # noqa: TRY004
                 f"metadata[{key!r}] must be a str or a number, got {type(value).__name__}"
             )
         _set_path(tree, key.split("."), value, key)
@@ -291,10 +295,10 @@ def _set_path(tree: dict, parts: list[str], value: Any, key: str) -> None:
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ValueError(f"metadata key {key!r} conflicts with another key")
+            raise ValueError(f"metadata key {key!r} conflicts with another key")  # noqa: TRY004
         node = child
     if isinstance(node.get(parts[-1]), dict):
-        raise ValueError(f"metadata key {key!r} conflicts with another key")
+        raise ValueError(f"metadata key {key!r} conflicts with another key")  # noqa: TRY004
     node[parts[-1]] = value
 
 
@@ -305,7 +309,9 @@ def _merge(base: dict, extra: dict) -> dict:
         if isinstance(v, dict) and isinstance(out.get(k), dict):
             out[k] = _merge(out[k], v)
         elif isinstance(v, dict) != isinstance(out.get(k, v), dict):
-            raise ValueError(f"metadata entry {k!r} conflicts with a tag group written by the writer")
+            raise ValueError(
+                f"metadata entry {k!r} conflicts with a tag group written by the writer"
+            )
         else:
             out[k] = v
     return out
@@ -370,8 +376,16 @@ def write_dm(
     Calibrations are float32, as GMS stores them, so a reader returns
     ``float(np.float32(scale))`` rather than ``scale`` itself.  Origins are 0.
     """
-    _write_dm(path, data, scale=scale, units=units, time_step_s=time_step_s, version=version,
-              metadata=metadata, acquired_at=ACQUISITION_START)
+    _write_dm(
+        path,
+        data,
+        scale=scale,
+        units=units,
+        time_step_s=time_step_s,
+        version=version,
+        metadata=metadata,
+        acquired_at=ACQUISITION_START,
+    )
 
 
 def _write_dm(
@@ -388,7 +402,7 @@ def _write_dm(
     data = _check_data(data, allowed_ndim=(2, 3))
     scale = _check_positive("scale", scale)
     if not isinstance(units, str):
-        raise ValueError(f"units must be a str, got {units!r}")
+        raise ValueError(f"units must be a str, got {units!r}")  # noqa: TRY004
     if version not in (3, 4) or isinstance(version, bool):
         raise ValueError(f"version must be 3 or 4, got {version!r}")
     if time_step_s is not None:
@@ -462,12 +476,25 @@ def _insitu_frame_slots(n_frames: int, fps: float) -> Iterator[tuple[int, int]]:
         frame_in_second += 1
 
 
+def _per_frame(name: str, value: Any, n_frames: int, scalar_types: type | tuple) -> list:
+    """``value`` repeated for every frame, or the per-frame sequence checked for length."""
+    if isinstance(value, scalar_types):
+        return [value] * n_frames
+    try:
+        values = list(value)
+    except TypeError:
+        raise ValueError(f"{name} must be a single value or one per frame, got {value!r}") from None
+    if len(values) != n_frames:
+        raise ValueError(f"{name} has {len(values)} entries for {n_frames} frames")
+    return values
+
+
 def write_gatan_insitu_folder(
     root: str | Path,
     frames: np.ndarray,
     *,
-    scale: float,
-    units: str = "nm",
+    scale: float | Sequence[float],
+    units: str | Sequence[str] = "nm",
     fps: float,
     version: int = 4,
     metadata_per_frame: list[dict] | None = None,
@@ -493,10 +520,12 @@ def write_gatan_insitu_folder(
         the file name prefix repeats that name.
     frames : ndarray, shape (T, Y, X)
         The frames; dtype float32, uint16, int16, uint8 or int32.
-    scale : float
-        Spatial calibration in ``units`` per pixel (> 0).
-    units : str, default "nm"
-        "nm" for images, "1/nm" for diffraction (see :func:`write_dm`).
+    scale : float or sequence of float
+        Spatial calibration in ``units`` per pixel (> 0); one value per frame for a
+        session that switches between imaging and diffraction.
+    units : str or sequence of str, default "nm"
+        "nm" for images, "1/nm" for diffraction (see :func:`write_dm`); one per frame
+        if a sequence.
     fps : float
         Frame rate (> 0, at most 10000 so that frame numbers fit four digits).  Each file
         records 1 / fps as its exposure time and its own acquisition time (1 s resolution)
@@ -541,6 +570,9 @@ def write_gatan_insitu_folder(
         raise ValueError(
             f"metadata_per_frame has {len(metadata_per_frame)} entries for {n_frames} frames"
         )
+    scales = _per_frame("scale", scale, n_frames, (int, float, np.number))
+    scales = [_check_positive("scale", v) for v in scales]
+    units_list = _per_frame("units", units, n_frames, str)
     root = Path(root)
     prefix = root.name if prefix is None else prefix
     if not prefix or "/" in prefix or "\\" in prefix:
@@ -555,8 +587,8 @@ def write_gatan_insitu_folder(
         _write_dm(
             folder / name,
             frames[i],
-            scale=scale,
-            units=units,
+            scale=scales[i],
+            units=units_list[i],
             time_step_s=1.0 / fps,
             version=version,
             metadata=None if metadata_per_frame is None else metadata_per_frame[i],
@@ -629,8 +661,10 @@ def write_ser(
         nm after its conversion); the ``.emi`` adds the imaging mode (needed for
         reciprocal units), acquisition date, high tension and camera name.
     calibrate_series : bool, default True
-        TIA describes the series dimension as ``"Number"`` with no unit and delta 1 (a
-        frame index), and records each frame's time only in its tag, to whole seconds.
+        TIA describes the series dimension as ``"Number"`` with no unit and delta 1, a
+        frame index (RosettaSciIO's TIA test stack ``64x64x5_TEM_preview`` reads back with
+        scale 1 and no unit), and records each frame's time only in its tag, to whole
+        seconds.
         By default we keep the description but store ``time_step_s`` as its delta with
         unit ``"s"``, so that the reader's navigation axis carries the time step.  With
         ``False`` the series dimension is written exactly as TIA does (index only), to
@@ -649,7 +683,8 @@ def write_ser(
     the bytes after each element) correct.  The ``.emi`` written here holds only the
     ``<ObjectInfo>`` XML document that both readers extract by searching the file for
     it; TIA's own ``.emi`` also carries display state and a copy of the data, so TIA
-    itself would not open this one.
+    itself would not open this one.  Its ``Mode`` is "TEM uP SA Zoom Diffraction" (as in
+    a public TIA diffraction file) or, for images, "TEM uP SA Zoom Image" (our analogue).
     """
     data = _check_data(data, allowed_ndim=(3,))
     scale_m = _check_positive("scale_m", scale_m)
@@ -738,9 +773,13 @@ def _emi_object_info(name: str, units: str, time_step_s: float, nx: int, ny: int
         return f"<{tag}>{escape(str(text))}</{tag}>"
 
     def data(label: str, value: str | float, unit: str = "") -> str:
-        return "<Data>" + el("Label", label) + el("Value", value) + (
-            el("Unit", unit) if unit else "<Unit></Unit>"
-        ) + "</Data>"
+        return (
+            "<Data>"
+            + el("Label", label)
+            + el("Value", value)
+            + (el("Unit", unit) if unit else "<Unit></Unit>")
+            + "</Data>"
+        )
 
     # TIA writes AcquireDate in the acquisition PC's local time, e.g. "Sun Jul 18 18:08:35 2021"
     acquire_date = ACQUISITION_START.strftime("%a %b %d %H:%M:%S %Y")
@@ -925,14 +964,19 @@ def write_velox_emd(
         )
         group = f.create_group(f"Data/Image/{group_id}")
         dset = group.create_dataset(
-            "Data", shape=(ny, nx, n_frames), dtype=stack.dtype.newbyteorder("<"),
+            "Data",
+            shape=(ny, nx, n_frames),
+            dtype=stack.dtype.newbyteorder("<"),
             chunks=(ny, nx, 1),
         )
         for i in range(n_frames):
             dset[:, :, i] = stack[i]
         meta = group.create_dataset(
-            "Metadata", shape=(_VELOX_METADATA_ROWS, n_frames), dtype=np.uint8,
-            chunks=(_VELOX_METADATA_ROWS, 1), compression="gzip",
+            "Metadata",
+            shape=(_VELOX_METADATA_ROWS, n_frames),
+            dtype=np.uint8,
+            chunks=(_VELOX_METADATA_ROWS, 1),
+            compression="gzip",
         )
         for i in range(n_frames):
             meta[:, i] = column

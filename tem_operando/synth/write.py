@@ -132,6 +132,8 @@ def write_recording(session: Session, path: str | os.PathLike, fmt: str | None =
         fmt = matches[0]
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {sorted(FORMATS)}")
+    if fmt == "ser" and not path.stem.endswith("_1"):
+        path = path.with_name(path.stem + "_1.ser")  # TIA names a series <name>_1.ser beside <name>.emi
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -143,7 +145,9 @@ def write_recording(session: Session, path: str | os.PathLike, fmt: str | None =
     sidecar: dict = {}
     mixed = not isinstance(own["mode"], str)
 
-    if fmt in ("hspy", "zspy"):
+    if fmt == "hspy":  # uncompressed, one chunk per frame: what a fast in situ pipeline reads best
+        _signal(session).save(path, overwrite=True, compression=None, shuffle=False, chunks=(1,) + frames.shape[1:])
+    elif fmt == "zspy":
         _signal(session).save(path, overwrite=True)
     elif fmt == "emd":
         _signal(session).save(path, overwrite=True)
