@@ -1,0 +1,219 @@
+"""The results folder: atomic tables, masks by frame, a status, and the corrections journal.
+
+Layout and columns are the contract of ``shared/DESIGN.md``. Every table is written to a
+temporary file in the same folder and renamed over the old one, so a reader (or a crash) never
+sees half a table. ``summary.json`` says ``partial`` until a run calls :meth:`finish`.
+Corrections are appended to ``corrections.jsonl`` and flushed to disk *before* the caller
+applies them.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+
+from .. import schema
+from ..errors import TemOperandoError
+
+TABLE_FILES = {name: f"{name}.csv" for name in schema.TABLES}
+SUMMARY = "summary.json"
+MASKS = "masks.zarr"
+JOURNAL = "corrections.jsonl"
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return None if not math.isfinite(float(obj)) else float(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename (fsync'd)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, json.dumps(_jsonable(obj), indent=1, allow_nan=False).encode())
+
+
+class ResultStore:
+    """One recording's results folder.
+
+    Parameters
+    ----------
+    folder : path-like
+        The results folder (created when ``create=True``).
+    create : bool
+        Create the folder if it does not exist.
+
+    Examples
+    --------
+    >>> store = ResultStore("out/session", create=True)          # doctest: +SKIP
+    >>> store.write_table("tracks", tracks_df)                    # doctest: +SKIP
+    >>> store.read_table("tracks")                                 # doctest: +SKIP
+    """
+
+    def __init__(self, folder: str | os.PathLike, create: bool = False):
+        self.folder = Path(folder)
+        if create:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        elif not self.folder.is_dir():
+            raise TemOperandoError(f"{self.folder}: no such results folder")
+
+    # -- tables -----------------------------------------------------------------------------
+    def path(self, name: str) -> Path:
+        return self.folder / name
+
+    def write_table(self, table: str, df: pd.DataFrame, phases: list[str] | None = None) -> Path:
+        """Write a contract table atomically after checking and ordering its columns."""
+        if table not in schema.TABLES:
+            raise ValueError(f"unknown table {table!r}; one of {sorted(schema.TABLES)}")
+        df = schema.conform(df, table, phases)
+        p = self.path(TABLE_FILES[table])
+        atomic_write_bytes(p, df.to_csv(index=False, float_format="%.10g").encode())
+        return p
+
+    def read_table(self, table: str) -> pd.DataFrame:
+        """Read a contract table (an empty one with the right columns if it was never written)."""
+        p = self.path(TABLE_FILES[table])
+        if not p.is_file():
+            return schema.empty(table)
+        try:
+            df = pd.read_csv(p, keep_default_na=True)
+        except pd.errors.EmptyDataError:
+            return schema.empty(table)
+        for c in schema.TABLES[table]:
+            if c.dtype == "str" and c.name in df:
+                df[c.name] = df[c.name].fillna("").astype(str)
+        return df
+
+    def has_table(self, table: str) -> bool:
+        return self.path(TABLE_FILES[table]).is_file()
+
+    # -- summary ----------------------------------------------------------------------------
+    def read_summary(self) -> dict:
+        p = self.path(SUMMARY)
+        if not p.is_file():
+            return {}
+        with open(p, encoding="utf-8") as fh:
+            return json.load(fh)
+
+    def update_summary(self, **fields: Any) -> dict:
+        """Merge ``fields`` into ``summary.json`` (status stays ``partial`` until :meth:`finish`)."""
+        summary = self.read_summary()
+        summary.update(fields)
+        summary.setdefault("status", "partial")
+        atomic_write_json(self.path(SUMMARY), summary)
+        return summary
+
+    def start(self, **fields: Any) -> dict:
+        """Mark a run as started (``status: partial``) with its provenance fields."""
+        now = _dt.datetime.now(_dt.timezone.utc).isoformat()
+        return self.update_summary(status="partial", start_time=now, **fields)
+
+    def finish(self, **fields: Any) -> dict:
+        """Mark the run complete (the last write of a run)."""
+        now = _dt.datetime.now(_dt.timezone.utc).isoformat()
+        return self.update_summary(status="complete", end_time=now, **fields)
+
+    @property
+    def status(self) -> str:
+        return self.read_summary().get("status", "missing")
+
+    # -- masks ------------------------------------------------------------------------------
+    def open_masks(self, n_frames: int, frame_shape: tuple[int, int], mode: str = "a"):
+        """The ``masks.zarr`` group with ``classes`` (uint8) and ``instances`` (uint32), one chunk a frame."""
+        import zarr
+
+        g = zarr.open_group(str(self.path(MASKS)), mode=mode)
+        shape = (int(n_frames),) + tuple(int(s) for s in frame_shape)
+        chunks = (1,) + shape[1:]
+        for name, dtype in (("classes", "u1"), ("instances", "u4")):
+            if name not in g:
+                g.create_dataset(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
+            elif tuple(g[name].shape) != shape:
+                raise TemOperandoError(f"{self.path(MASKS)}: holds {g[name].shape}, the recording {shape}")
+        return g
+
+    def write_masks(self, start: int, classes: np.ndarray, instances: np.ndarray) -> None:
+        """Store the masks of frames ``start : start + len(classes)`` (chunk-aligned, so atomic per frame)."""
+        import zarr
+
+        g = zarr.open_group(str(self.path(MASKS)), mode="r+")
+        g["classes"][start:start + len(classes)] = classes.astype(np.uint8, copy=False)
+        g["instances"][start:start + len(instances)] = instances.astype(np.uint32, copy=False)
+
+    def read_masks(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        import zarr
+
+        g = zarr.open_group(str(self.path(MASKS)), mode="r")
+        stop = g["classes"].shape[0] if stop is None else stop
+        return np.asarray(g["classes"][start:stop]), np.asarray(g["instances"][start:stop])
+
+    # -- corrections journal ----------------------------------------------------------------
+    def journal(self, kind: str, **data: Any) -> dict:
+        """Append one correction to ``corrections.jsonl`` and fsync it; returns the entry.
+
+        Call this *before* applying the correction, so none is lost if the program dies.
+        """
+        entries = list(self.corrections())
+        entry = {"id": (entries[-1]["id"] + 1) if entries else 1, "kind": kind,
+                 "time": _dt.datetime.now(_dt.timezone.utc).isoformat(), **_jsonable(data)}
+        line = json.dumps(entry, allow_nan=False) + "\n"
+        p = self.path(JOURNAL)
+        if p.is_file() and p.stat().st_size:
+            with open(p, "rb") as fh:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    line = "\n" + line  # close a line torn by a crash so this entry stands alone
+        with open(p, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return entry
+
+    def corrections(self) -> Iterator[dict]:
+        """The journal's entries in order (a torn last line from a crash is skipped)."""
+        p = self.path(JOURNAL)
+        if not p.is_file():
+            return
+        with open(p, encoding="utf-8") as fh:
+            for line in fh:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    yield json.loads(line)
+                except ValueError:
+                    continue  # an append cut by a crash: everything before it stands

@@ -1,0 +1,77 @@
+"""The results folder: contract columns, atomic writes, masks, status and the journal."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tem_operando import schema
+from tem_operando.results import ResultStore
+
+
+def test_tables_follow_the_contract(tmp_path):
+    store = ResultStore(tmp_path / "r", create=True)
+    df = pd.DataFrame({"frame": [0, 1], "time_s": [0.0, 0.5], "track_id": [1, 1], "x_nm": [1.0, 2.0],
+                       "y_nm": [3.0, 4.0], "area_nm2": [10.0, 11.0], "width_nm": [3.0, 3.1],
+                       "length_nm": [3.0, 3.2], "reacted_fraction": [0.0, 0.5], "extra": [9, 9]})
+    store.write_table("objects", df.iloc[:, ::-1])
+    back = store.read_table("objects")
+    assert list(back.columns[:9]) == schema.columns("objects")
+    pd.testing.assert_frame_equal(back[schema.columns("objects")], df[schema.columns("objects")], check_dtype=False)
+    with pytest.raises(ValueError, match="lacks columns"):
+        store.write_table("objects", df.drop(columns=["width_nm"]))
+    # a failed write leaves the previous table intact
+    assert len(store.read_table("objects")) == 2
+    assert not list((tmp_path / "r").glob("*.tmp"))
+
+
+def test_empty_table_has_columns(tmp_path):
+    store = ResultStore(tmp_path, create=True)
+    assert list(store.read_table("tracks").columns) == schema.columns("tracks")
+    phases = schema.empty("phases", ["Sn", "Na15Sn4"])
+    assert list(phases.columns)[-2:] == ["frac_Sn", "frac_Na15Sn4"]
+
+
+def test_summary_status_partial_until_finished(tmp_path):
+    store = ResultStore(tmp_path, create=True)
+    store.start(input="x.hspy", frames=3)
+    assert store.status == "partial"
+    store.update_summary(elapsed_s=1.0)
+    assert store.status == "partial"
+    store.finish()
+    s = store.read_summary()
+    assert s["status"] == "complete" and s["input"] == "x.hspy" and "end_time" in s
+
+
+def test_masks_round_trip(tmp_path):
+    store = ResultStore(tmp_path, create=True)
+    store.open_masks(5, (8, 9))
+    c = np.random.default_rng(0).integers(0, 3, (2, 8, 9)).astype(np.uint8)
+    i = np.random.default_rng(1).integers(0, 5, (2, 8, 9)).astype(np.uint32)
+    store.write_masks(2, c, i)
+    cc, ii = store.read_masks()
+    assert cc.shape == (5, 8, 9) and ii.dtype == np.uint32
+    np.testing.assert_array_equal(cc[2:4], c)
+    np.testing.assert_array_equal(ii[2:4], i)
+    assert cc[0].max() == 0
+
+
+def test_journal_appends_and_survives_a_torn_line(tmp_path):
+    store = ResultStore(tmp_path, create=True)
+    store.journal("merge_tracks", a=1, b=2)
+    store.journal("exclude_frame", frame=4)
+    with open(tmp_path / "corrections.jsonl", "a") as fh:
+        fh.write('{"id": 3, "kind": "paint", "fr')  # a crash mid-append
+    entries = list(store.corrections())
+    assert [e["kind"] for e in entries] == ["merge_tracks", "exclude_frame"]
+    assert [e["id"] for e in entries] == [1, 2]
+    store.journal("exclude_frame", frame=5)  # an append after the torn line stands on its own
+    assert [e.get("frame") for e in store.corrections()] == [None, 4, 5]
+
+
+def test_missing_folder_is_a_clear_error(tmp_path):
+    from tem_operando.errors import TemOperandoError
+
+    with pytest.raises(TemOperandoError, match="no such results folder"):
+        ResultStore(tmp_path / "nope")
