@@ -11,15 +11,15 @@ import numpy as np
 
 from .session import Session
 
-__all__ = ["Session", "image_series", "saed_series", "mixed_session", "make_session", "write_session",
+__all__ = ["Session", "image_series", "random_scene", "ParticleSpec", "WireSpec", "saed_series", "mixed_session", "make_session", "write_session",
            "write_recording", "truth_dir", "load_truth"]
 
 
 def __getattr__(name):  # lazy: the generators import scipy/pandas, the writers hyperspy
-    if name == "image_series":
-        from .images import image_series
+    if name in ("image_series", "random_scene", "ParticleSpec", "WireSpec"):
+        from . import images
 
-        return image_series
+        return getattr(images, name)
     if name == "saed_series":
         from .saed import saed_series
 
