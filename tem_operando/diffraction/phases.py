@@ -478,7 +478,7 @@ def _formula_of(spec_sites: Sequence[Site], space_group: int, cellpar, setting: 
     for symbol, occ in zip(symbols, occupancy):
         counts[symbol] = counts.get(symbol, 0.0) + float(occ)
     if all(abs(v - round(v)) < 1e-6 for v in counts.values()):
-        return str(Formula.from_dict({k: round(v) for k, v in counts.items()}).reduce()[0])
+        return Formula.from_dict({k: round(v) for k, v in counts.items()}).reduce()[0].format("metal")
     return "".join(f"{k}{v:g}" for k, v in sorted(counts.items()))
 
 
@@ -571,7 +571,8 @@ def add_phase_from_cif(
     path : str or os.PathLike
         The CIF file.
     name : str, optional
-        Library name; defaults to the reduced chemical formula (e.g. ``"Na3Sb"``).
+        Library name; defaults to the reduced chemical formula (e.g. ``"Na3Sb"``), with ``_cif``
+        (``_cif2``, ...) appended if that name is taken.
     description : str
         Free text stored with the phase (defaults to the CIF's file name).
     overwrite : bool
@@ -602,44 +603,60 @@ def add_phase_from_cif(
     if len(atoms) == 0 or not np.all(atoms.pbc) or atoms.cell.volume <= 1e-6:
         raise PhaseLibraryError("the CIF file holds no periodic crystal structure (cell and atoms)",
                                 cif_path)
-    cellpar = tuple(float(v) for v in atoms.cell.cellpar())
-    frac = atoms.get_scaled_positions(wrap=True)
-    symbols = atoms.get_chemical_symbols()
-    occupancy_info = atoms.info.get("occupancy") or {}
-    partial = any(
-        occ < 1.0 - 1e-6 for site in occupancy_info.values() for occ in dict(site).values()
-    )
-    space_group, setting, sites = 1, 1, None
-    if partial:
-        # Mixed / partially occupied sites: one entry per species and site, full cell in P1.
-        tags = atoms.get_tags()
-        sites = []
-        for i, (x, y, z) in enumerate(frac):
-            occ = dict(occupancy_info.get(str(int(tags[i])), {symbols[i]: 1.0}))
-            for element, value in occ.items():
-                sites.append((element, float(x), float(y), float(z), float(value)))
-    else:
-        sg = atoms.info.get("spacegroup")
-        if sg is not None and int(getattr(sg, "no", 1)) > 1:
-            try:
-                unique = sg.unique_sites(frac, symprec=1e-3)
-                basis = [(symbols[i], *map(float, frac[i])) for i in np.flatnonzero(unique)]
-                expanded, _, _, _ = _expand(int(sg.no), cellpar, basis, int(sg.setting), "abc")
-                if len(expanded) == len(atoms):
-                    space_group, setting, sites = int(sg.no), int(sg.setting), basis
-            except Exception:  # noqa: BLE001 - any failure: fall back to P1 below
-                sites = None
-        if sites is None:
-            space_group, setting = 1, 1
-            sites = [(symbols[i], *map(float, frac[i])) for i in range(len(atoms))]
+    structure = _cif_asymmetric_unit(cif_path, n_positions=len(atoms))
+    if structure is not None:
+        space_group, setting, cellpar, sites = structure
+    else:  # the full cell as ase expanded it, in P1 (dominant species on mixed sites)
+        space_group, setting = 1, 1
+        cellpar = tuple(float(v) for v in atoms.cell.cellpar())
+        frac = atoms.get_scaled_positions(wrap=True)
+        sites = [(sym, *map(float, xyz)) for sym, xyz in zip(atoms.get_chemical_symbols(), frac)]
     if name is None:
-        name = _formula_of(sites, space_group, cellpar, setting, "abc")
-        name = re.sub(r"[^A-Za-z0-9_.\-]", "", name) or "phase"
+        base = re.sub(r"[^A-Za-z0-9_.\-]", "", _formula_of(sites, space_group, cellpar, setting,
+                                                          "abc")) or "phase"
+        taken = {n.lower() for n in list_phases()} | {AMORPHOUS}
+        name = base
+        for suffix in ["", "_cif", *(f"_cif{i}" for i in range(2, 1000))]:
+            name = base + suffix
+            if name.lower() not in taken:
+                break
     return add_phase(
         name, space_group, cellpar, sites,
         description=description or f"from CIF file {cif_path.name}",
         setting=setting, overwrite=overwrite, source=str(cif_path),
     )
+
+
+def _cif_asymmetric_unit(cif_path: Path, n_positions: int):
+    """Space group, setting, cellpar and asymmetric-unit sites (with occupancies) of a CIF.
+
+    Returns None unless the sites expand back to the ``n_positions`` distinct atom positions
+    ase found, so that a misread symmetry can never change the structure.
+    """
+    from ase.io.cif import parse_cif
+
+    try:
+        block = next(b for b in parse_cif(str(cif_path)) if b.has_structure())
+        asym = block.get_unsymmetrized_structure()
+        sg = block.get_spacegroup(True)
+        cellpar = tuple(float(v) for v in block.get_cellpar())
+        occupancies = block.get("_atom_site_occupancy")
+        symbols = asym.get_chemical_symbols()
+        frac = asym.get_scaled_positions(wrap=True)
+        if occupancies is None or np.ndim(occupancies) == 0:
+            occupancies = [1.0] * len(symbols)
+        sites = [
+            (sym, *map(float, xyz), min(float(occ), 1.0))
+            for sym, xyz, occ in zip(symbols, frac, occupancies)
+        ]
+        _, expanded, _, _ = _expand(int(sg.no), cellpar, _normalise_sites(sites),
+                                    int(sg.setting), "abc")
+    except Exception:  # noqa: BLE001 - unusual CIFs: the caller falls back to P1
+        return None
+    n_unique = len(np.unique(np.round(np.mod(expanded, 1.0), 4) % 1.0, axis=0))
+    if n_unique != n_positions:
+        return None
+    return int(sg.no), int(sg.setting), cellpar, sites
 
 
 def _remove_user_files(name: str) -> None:
@@ -901,6 +918,7 @@ def _rings_from_reflections(table: pd.DataFrame, spec: PhaseSpec) -> pd.DataFram
     hkl = table[["h", "k", "l"]].to_numpy()
     f2 = table["F2"].to_numpy()
     family = _canonical_hkl(hkl, _laue_rotations(spec))
+    triclinic = spec.space_group <= 2
     # Group consecutive reflections (sorted by q) that lie within the tolerance of the ring start.
     ring_id = np.zeros(len(q), dtype=int)
     start = q[0]
@@ -919,7 +937,16 @@ def _rings_from_reflections(table: pd.DataFrame, spec: PhaseSpec) -> pd.DataFram
             fam_intensity[key] = fam_intensity.get(key, 0.0) + float(f2[m])
         ordered = sorted(fam_intensity.items(), key=lambda kv: (-kv[1], [-v for v in kv[0]]))
         top = ordered[0][1]
-        names = [_hkl_string(k) for k, v in ordered if v >= _LABEL_FAMILY_SHARE * top]
+        names, named = [], []
+        for key, value in ordered:
+            if value < _LABEL_FAMILY_SHARE * top:
+                break
+            # In a triclinic spec (e.g. a CIF stored in P1) families of identical intensity are
+            # most likely equivalent under a symmetry the spec does not declare: name one.
+            if triclinic and any(abs(value - v) <= 1e-6 * top for v in named):
+                continue
+            names.append(_hkl_string(key))
+            named.append(value)
         q_ring = float(np.average(q[members], weights=np.maximum(f2[members], 1e-300)))
         rows.append({
             "q_inv_nm": q_ring,
@@ -939,9 +966,11 @@ def _finalise(raw: pd.DataFrame, q_max_inv_nm: float) -> pd.DataFrame:
     """Cut at q_max, normalise the strongest ring to 1 and drop rings weaker than 1e-4."""
     rings = raw[raw["q_inv_nm"] <= q_max_inv_nm * (1 + 1e-12)].copy()
     if rings.empty:
-        return pd.DataFrame({c: [] for c in _RING_COLUMNS}).astype(
-            {"q_inv_nm": float, "d_nm": float, "hkl": object, "multiplicity": int, "intensity": float}
-        )
+        return pd.DataFrame({
+            "q_inv_nm": np.array([], float), "d_nm": np.array([], float),
+            "hkl": pd.Series([], dtype=str), "multiplicity": np.array([], int),
+            "intensity": np.array([], float),
+        })
     rings["intensity"] = rings["intensity"] / rings["intensity"].max()
     rings = rings[rings["intensity"] >= _MIN_RELATIVE_INTENSITY]
     rings = rings.sort_values("q_inv_nm", kind="stable").reset_index(drop=True)
@@ -963,7 +992,7 @@ def _rings_from_json(data: dict[str, list]) -> pd.DataFrame:
     return pd.DataFrame({
         "q_inv_nm": q,
         "d_nm": 1.0 / q if q.size else q,
-        "hkl": pd.Series(data["hkl"], dtype=object),
+        "hkl": [str(v) for v in data["hkl"]],
         "multiplicity": np.asarray(data["multiplicity"], dtype=int),
         "intensity": np.asarray(data["intensity"], dtype=float),
     }, columns=_RING_COLUMNS)
