@@ -1,0 +1,63 @@
+"""Tracking benchmark: objects/s for measuring from labels and for linking, against trackpy.
+
+Same frames, same run: ``measure_objects`` on the instance/class masks vs ``trackpy.locate`` on
+the images; ``link_objects`` vs ``trackpy.link`` on the same detections (our centroids).
+Targets (DESIGN.md): measuring ≥ 5× locate; linking ≥ 1× trackpy.link.
+
+    .venv/bin/python benchmarks/track.py [--frames 60] [--size 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+
+def best_of(fn, repeat=3):
+    t = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        t.append(time.perf_counter() - t0)
+    return min(t), out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--frames", type=int, default=60)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--seed", type=int, default=1)
+    a = ap.parse_args(argv)
+
+    import numpy as np
+    import pandas as pd
+    import trackpy
+
+    from tem_operando.synth import image_series
+    from tem_operando.track import estimate_drift, link_objects, measure_objects
+
+    trackpy.quiet()
+    s = image_series(a.frames, (a.size, a.size), scene="mixed", rng=a.seed)
+    n_obj = int(len(s.objects))
+    t_meas, ob = best_of(lambda: measure_objects(s.classes, s.instances, 0, s.time_s, s.nm_per_px))
+    diam = int(2 * (s.objects["width_nm"].median() / s.nm_per_px / 2) // 2 * 2 + 1)
+    img = -s.frames if s.params["contrast"] == "bright-field" else s.frames
+    t_loc, feats = best_of(lambda: trackpy.batch(img, diam, processes=1), repeat=1)
+    link_objects(ob)  # warm-up (imports)
+    t_link, _ = best_of(lambda: link_objects(ob))
+    f = pd.DataFrame({"x": ob["x_nm"], "y": ob["y_nm"], "frame": ob["frame"]})
+    sr = float(max(0.35 * np.percentile(ob["width_nm"], 25), 3.0))
+    t_tpl, _ = best_of(lambda: trackpy.link(f, sr, memory=5))
+    t_drift, _ = best_of(lambda: estimate_drift(s.frames), repeat=1)
+    print(f"{a.frames} frames {a.size}x{a.size}, {n_obj} objects (trackpy.locate found {len(feats)})")
+    print(f"measure_objects   {n_obj / t_meas:12.0f} objects/s  {a.frames / t_meas:9.0f} frames/s")
+    print(f"trackpy.locate    {len(feats) / t_loc:12.0f} features/s {a.frames / t_loc:9.0f} frames/s")
+    print(f"  ratio measure/locate (frames/s): {t_loc / t_meas:.1f}x  (target ≥ 5x)")
+    print(f"link_objects      {n_obj / t_link:12.0f} objects/s")
+    print(f"trackpy.link      {n_obj / t_tpl:12.0f} objects/s")
+    print(f"  ratio link_objects/trackpy.link: {t_tpl / t_link:.2f}x  (target ≥ 1x)")
+    print(f"estimate_drift    {a.frames / t_drift:12.1f} frames/s")
+
+
+if __name__ == "__main__":
+    main()

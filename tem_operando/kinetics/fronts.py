@@ -1,0 +1,95 @@
+"""Reaction fronts along wires: contact end, front position per frame, rate law and velocity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .. import schema
+from .fits import rate_law_fit
+
+__all__ = ["front_positions", "front_table"]
+
+
+def front_positions(objects: pd.DataFrame, contact_nm: dict[int, tuple[float, float]] | None = None) -> pd.DataFrame:
+    """Front position of every wire in every frame, from the measured axial class profiles.
+
+    Parameters
+    ----------
+    objects : DataFrame
+        Linked objects with the wire columns of :func:`~tem_operando.track.measure_objects`
+        (``end_a_x_nm`` …, ``reacted_length_nm``, ``reacted_lo_nm``, ``reacted_hi_nm``).
+    contact_nm : dict, optional
+        User override: track id → (x, y) of the sodium-contact end, nm (drift-corrected). By
+        default the contact end is the end the reacted class starts from.
+
+    Returns
+    -------
+    DataFrame
+        ``fronts.csv`` columns (frame, time_s, track_id, front_position_nm, measured from the
+        contact end along the axis; 0 before the reaction starts) plus ``contact_x_nm``,
+        ``contact_y_nm`` (the contact end used, per track).
+    """
+    cols = schema.columns("fronts") + ["contact_x_nm", "contact_y_nm"]
+    if objects.empty or "kind" not in objects or not (objects["kind"] == "wire").any():
+        out = schema.empty("fronts")
+        out["contact_x_nm"] = pd.Series(dtype=float)
+        out["contact_y_nm"] = pd.Series(dtype=float)
+        return out
+    parts = []
+    for tid, g in objects[objects["kind"] == "wire"].sort_values("frame").groupby("track_id"):
+        ea = g[["end_a_x_nm", "end_a_y_nm"]].to_numpy(float)
+        eb = g[["end_b_x_nm", "end_b_y_nm"]].to_numpy(float)
+        L = np.hypot(*(eb - ea).T)
+        lo, hi = g["reacted_lo_nm"].to_numpy(float), g["reacted_hi_nm"].to_numpy(float)
+        rl = np.nan_to_num(g["reacted_length_nm"].to_numpy(float))
+        has = np.isfinite(lo)
+        side_a = lo <= (L - hi)
+        if contact_nm is not None and int(tid) in contact_nm:
+            c = np.asarray(contact_nm[int(tid)], float)
+            use_a = np.hypot(*(ea - c).T) <= np.hypot(*(eb - c).T)
+            front = np.where(has, np.where(use_a, hi, L - lo), 0.0)
+            contact = c
+        else:
+            front = np.where(has, rl, 0.0)
+            ends = np.where(side_a[:, None], ea, eb)[has]
+            if ends.shape[0]:
+                contact = np.median(ends, axis=0)
+            else:
+                contact = np.array([np.nan, np.nan])
+        parts.append(pd.DataFrame({
+            "frame": g["frame"].to_numpy(np.int64), "time_s": g["time_s"].to_numpy(float),
+            "track_id": np.int64(tid), "front_position_nm": np.maximum(front, 0.0),
+            "contact_x_nm": contact[0], "contact_y_nm": contact[1],
+        }))
+    return schema.conform(pd.concat(parts, ignore_index=True)[cols], "fronts")
+
+
+def front_table(fronts: pd.DataFrame, *, nm_per_px: float = 1.0) -> pd.DataFrame:
+    """Rate law, velocity with 95% CI, exponent and diffusion coefficient per wire.
+
+    Returns
+    -------
+    DataFrame
+        track_id, front_velocity_nm_s (linear law: v; stepwise: mean velocity from the onset to
+        the end of the last move, pauses included; NaN for the √t law, whose velocity is not
+        constant), front_velocity_ci95_nm_s, front_exponent_n (of x ∝ (t − t0)ⁿ; NaN for
+        steps), diffusion_coefficient_nm2_s (k²/2 = x²/(2(t − t0)) for the √t law), n_steps,
+        rate_law, front_onset_s, bic_linear, bic_sqrt, bic_steps.
+    """
+    rows = []
+    for tid, g in fronts.sort_values("frame").groupby("track_id"):
+        f = rate_law_fit(g["time_s"].to_numpy(float), g["front_position_nm"].to_numpy(float),
+                         resolution=nm_per_px)
+        rows.append({
+            "track_id": int(tid), "front_velocity_nm_s": f.velocity_nm_s,
+            "front_velocity_ci95_nm_s": f.velocity_ci95_nm_s, "front_exponent_n": f.exponent_n,
+            "diffusion_coefficient_nm2_s": f.diffusion_nm2_s, "front_n_steps": f.n_steps,
+            "rate_law": f.law, "front_onset_s": f.t0_s,
+            "bic_linear": f.bic.get("linear", np.nan), "bic_sqrt": f.bic.get("sqrt", np.nan),
+            "bic_steps": f.bic.get("steps", np.nan),
+        })
+    cols = ["track_id", "front_velocity_nm_s", "front_velocity_ci95_nm_s", "front_exponent_n",
+            "diffusion_coefficient_nm2_s", "front_n_steps", "rate_law", "front_onset_s",
+            "bic_linear", "bic_sqrt", "bic_steps"]
+    return pd.DataFrame(rows, columns=cols)

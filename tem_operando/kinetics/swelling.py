@@ -1,0 +1,192 @@
+"""Swelling per track: the swelling period, its rate with a 95% CI, expansions and steps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .. import schema
+from .fits import fit_line, ramp_fit, segment_fit
+
+__all__ = ["swelling_fit", "swelling_table"]
+
+
+def swelling_fit(t: np.ndarray, w: np.ndarray, *, resolution_nm: float = 1.0, min_gain: float = 0.03) -> dict:
+    """Find the swelling period of a width series and fit its rate.
+
+    Parameters
+    ----------
+    t : ndarray
+        Times, s.
+    w : ndarray
+        Width, nm.
+    resolution_nm : float
+        Measurement resolution (pixel size), nm: the floor of the residual scatter.
+    min_gain : float
+        Relative width gain below which the object is taken as not swelling.
+
+    Returns
+    -------
+    dict
+        ``onset_s, plateau_s, width0_nm, width1_nm, rate_nm_s, rate_ci95_nm_s, n_steps``
+        (rate = slope of width vs time in the swelling period; for stepwise growth the mean
+        slope from onset to plateau, pauses included; NaN rate and ``n_steps = 0`` when the
+        object does not swell).
+    """
+    t = np.asarray(t, float)
+    w = np.asarray(w, float)
+    ok = np.isfinite(t) & np.isfinite(w)
+    t, w = t[ok], w[ok]
+    nan = float("nan")
+    out = {"onset_s": nan, "plateau_s": nan, "width0_nm": nan, "width1_nm": nan,
+           "rate_nm_s": nan, "rate_ci95_nm_s": nan, "n_steps": 0}
+    if t.size == 0:
+        return out
+    if t.size < 4:
+        out.update(width0_nm=float(w[0]), width1_nm=float(w[-1]))
+        return out
+    r = ramp_fit(t, w)
+    t1, t2, w0, w1 = r["t1"], r["t2"], r["y0"], r["y1"]
+    out.update(width0_nm=w0, width1_nm=w1)
+    gain = w1 - w0
+    sig = max(np.sqrt(r["rss"] / max(t.size - 4, 1)), resolution_nm / np.sqrt(12))
+    if gain < max(min_gain * abs(w0), 3 * sig / np.sqrt(2)):
+        out.update(width0_nm=float(np.median(w)), width1_nm=float(np.median(w)))
+        return out
+    out.update(onset_s=t1, plateau_s=t2, n_steps=1)
+    mean_slope = gain / (t2 - t1)
+    # steps: segment the swelling period (with a margin) and count rising runs
+    dt = float(np.median(np.diff(t)))
+    win = (t >= t1 - 2 * dt) & (t <= t2 + 2 * dt)
+    tw, ww = t[win], w[win]
+    n_steps, segs = 1, None
+    if tw.size >= 8:
+        segs = segment_fit(tw, ww, max_segments=min(9, tw.size // 2), min_points=2)
+        slopes = np.array([s[2] for s in segs])
+        rising = slopes > 0.3 * mean_slope
+        flat = np.abs(slopes) < 0.2 * mean_slope
+        seg_len = np.array([s[1] - s[0] for s in segs])
+        # a pause counts between two rising runs only if it is flat and ≥ 2 points long
+        runs, in_run, pause_ok = 0, False, True
+        for k in range(len(segs)):
+            if rising[k]:
+                if not in_run and (runs == 0 or pause_ok):
+                    runs += 1
+                in_run, pause_ok = True, False
+            else:
+                if flat[k] and seg_len[k] >= 2:
+                    in_run, pause_ok = False, True
+        n_steps = max(runs, 1)
+    if n_steps == 1:
+        inside = (t > t1) & (t < t2)
+        if inside.sum() < 3:
+            inside = (t >= t1) & (t <= t2)
+        if inside.sum() >= 3:
+            f = fit_line(t[inside], w[inside], floor_sigma=resolution_nm / np.sqrt(12))
+            out.update(rate_nm_s=f.slope, rate_ci95_nm_s=f.ci95)
+        else:
+            out.update(rate_nm_s=mean_slope)
+        return out
+    # stepwise: onset where the first rising segment leaves w0, plateau where the last reaches w1
+    slopes = np.array([s[2] for s in segs])
+    rising = np.flatnonzero(slopes > 0.3 * mean_slope)
+    a, b, sl, ic = segs[rising[0]]
+    on = (w0 - ic) / sl
+    a2, b2, sl2, ic2 = segs[rising[-1]]
+    pl = (w1 - ic2) / sl2
+    T = pl - on if pl > on else t2 - t1
+    rate = gain / T
+    se_gain = sig * np.sqrt(2.0 / max(min((t < t1).sum(), (t > t2).sum(), 10), 1))
+    se_T = np.sqrt(2) * (sig / np.sqrt(max(b - a, 2)) / sl + dt / np.sqrt(12))
+    se = rate * np.sqrt((se_gain / gain) ** 2 + (se_T / T) ** 2)
+    out.update(onset_s=float(on), plateau_s=float(pl), rate_nm_s=float(rate),
+               rate_ci95_nm_s=float(2 * 1.96 * se), n_steps=int(n_steps))
+    return out
+
+
+def _levels(t: np.ndarray, y: np.ndarray, t1: float, t2: float) -> tuple[float, float]:
+    """Median before ``t1`` and after ``t2`` (first/last values if a side is empty)."""
+    ok = np.isfinite(y)
+    t, y = t[ok], y[ok]
+    if y.size == 0:
+        return float("nan"), float("nan")
+    if not np.isfinite(t1):
+        return float(np.median(y)), float(np.median(y))
+    pre, post = y[t <= t1], y[t >= t2]
+    return (float(np.median(pre)) if pre.size else float(y[0]),
+            float(np.median(post)) if post.size else float(y[-1]))
+
+
+def swelling_table(objects: pd.DataFrame, *, nm_per_px: float = 1.0, fronts: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per track: swelling period, rate with CI, expansions and steps.
+
+    Parameters
+    ----------
+    objects : DataFrame
+        Linked objects (``track_id``, ``frame``, ``time_s``, ``width_nm``, ``length_nm``,
+        ``area_nm2``, ``kind``; wires also ``width_pristine_nm``, ``width_swollen_nm``).
+    nm_per_px : float
+        Pixel size, nm (the width resolution).
+    fronts : DataFrame, optional
+        ``fronts.csv`` rows; for wires the length expansion is then the slope of length vs front
+        position (dL/dx = ε/(1 + ε)), i.e. that of the fully reacted wire.
+
+    Returns
+    -------
+    DataFrame
+        The ``tracks.csv`` columns (front columns NaN, filled by :func:`front_table`) plus
+        ``onset_s`` and ``plateau_s``. Expansions are of the fully reacted object: particles
+        from the plateau levels (volume ∝ width²·length, = d³ for a sphere); wires from the
+        pristine width ahead of and the swollen width behind the front (volume ∝ width²·length).
+    """
+    rows = []
+    if objects.empty:
+        out = schema.empty("tracks")
+        out["onset_s"] = pd.Series(dtype=float)
+        out["plateau_s"] = pd.Series(dtype=float)
+        return out
+    for tid, g in objects.sort_values("frame").groupby("track_id", sort=True):
+        t = g["time_s"].to_numpy(float)
+        kind = str(g["kind"].iloc[0]) if "kind" in g else "particle"
+        fit = swelling_fit(t, g["width_nm"].to_numpy(float), resolution_nm=nm_per_px)
+        t1, t2 = fit["onset_s"], fit["plateau_s"]
+        L0, L1 = _levels(t, g["length_nm"].to_numpy(float), t1, t2)
+        A0, A1 = _levels(t, g["area_nm2"].to_numpy(float), t1, t2)
+        w0, w1 = fit["width0_nm"], fit["width1_nm"]
+        el = L1 / L0 - 1
+        if kind == "wire" and "width_pristine_nm" in g:
+            wp = g["width_pristine_nm"].to_numpy(float)
+            ws = g["width_swollen_nm"].to_numpy(float)
+            if np.isfinite(wp).any():
+                w0 = float(np.nanmedian(wp))
+            fin = np.flatnonzero(np.isfinite(ws))
+            if fin.size:
+                w1 = float(np.nanmedian(ws[fin[-max(3, fin.size // 5):]]))
+            el = 0.0
+            if fronts is not None and not fronts.empty:
+                fr = fronts[fronts["track_id"] == tid][["frame", "front_position_nm"]]
+                m = g[["frame", "length_nm"]].merge(fr, on="frame")
+                m = m[m["front_position_nm"] > 0]
+                if len(m) >= 4 and np.ptp(m["front_position_nm"]) > 5 * nm_per_px:
+                    s = fit_line(m["front_position_nm"], m["length_nm"]).slope
+                    el = float(s / (1 - s)) if np.isfinite(s) and s < 0.9 else np.nan
+            ew = w1 / w0 - 1
+            area_pct = 100 * ((1 + ew) * (1 + el) - 1)
+        else:
+            ew = w1 / w0 - 1
+            area_pct = 100 * (A1 / A0 - 1)
+        rows.append({
+            "track_id": int(tid), "kind": kind,
+            "first_frame": int(g["frame"].min()), "last_frame": int(g["frame"].max()),
+            "n_frames": int(g["frame"].nunique()),
+            "width0_nm": w0, "width1_nm": w1,
+            "swelling_rate_nm_s": fit["rate_nm_s"], "swelling_rate_ci95_nm_s": fit["rate_ci95_nm_s"],
+            "width_expansion_pct": 100 * ew, "length_expansion_pct": 100 * el,
+            "area_expansion_pct": area_pct,
+            "volume_expansion_pct": 100 * ((1 + ew) ** 2 * (1 + el) - 1),
+            "front_velocity_nm_s": np.nan, "front_velocity_ci95_nm_s": np.nan,
+            "front_exponent_n": np.nan, "diffusion_coefficient_nm2_s": np.nan,
+            "n_steps": int(fit["n_steps"]), "fracture_frame": np.nan,
+            "onset_s": t1, "plateau_s": t2,
+        })
+    return schema.conform(pd.DataFrame(rows), "tracks")

@@ -1,0 +1,116 @@
+"""Tracking stage: measurement from labels, drift registration, linking (against exact truth)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tem_operando import schema
+from tem_operando.synth import image_series
+from tem_operando.synth.images import ParticleSpec, WireSpec
+from tem_operando.track import estimate_drift, frames_table, link_objects, measure_objects, objects_table
+
+
+def degrade(instances: np.ndarray, rng, *, miss_frames=(), p_edge=0.5) -> np.ndarray:
+    """Realistic segmentation errors: random 1-px erosion/dilation per object and frame, and
+    whole frames where one object is missed."""
+    from scipy import ndimage
+
+    out = instances.copy()
+    for k in range(out.shape[0]):
+        lab = out[k]
+        for v in np.unique(lab)[1:]:
+            m = lab == v
+            r = rng.random()
+            if r < p_edge / 2:
+                lab[m & ~ndimage.binary_erosion(m)] = 0
+            elif r < p_edge:
+                grow = ndimage.binary_dilation(m) & (lab == 0)
+                lab[grow] = v
+        if k in miss_frames:
+            ids = np.unique(lab)[1:]
+            if ids.size:
+                lab[lab == ids[0]] = 0
+    return out
+
+
+def test_measure_disc_and_tilted_wire():
+    yy, xx = np.mgrid[:128, :128]
+    lab = np.zeros((128, 128), np.uint32)
+    lab[(yy - 40) ** 2 + (xx - 40) ** 2 < 15**2] = 1
+    u = np.array([np.cos(0.5), np.sin(0.5)])
+    s = (xx - 30) * u[0] + (yy - 70) * u[1]
+    n = -(xx - 30) * u[1] + (yy - 70) * u[0]
+    lab[(s >= 0) & (s < 80) & (np.abs(n) < 6)] = 2
+    cls = (lab > 0).astype(np.uint8)
+    cls[(lab == 2) & (s < 25)] = 2
+    df = measure_objects(cls, lab, frame=3, time_s=1.5, nm_per_px=0.5)
+    assert list(df["kind"]) == ["particle", "wire"]
+    p, w = df.iloc[0], df.iloc[1]
+    assert p["width_nm"] == pytest.approx(15.0, rel=0.02)
+    assert w["width_pristine_nm"] == pytest.approx(6.0, rel=0.05)
+    assert w["length_nm"] == pytest.approx(40.0, rel=0.03)
+    assert w["reacted_length_nm"] == pytest.approx(12.5, abs=0.6)
+    assert (df["frame"] == 3).all() and (df["time_s"] == 1.5).all()
+
+
+def test_empty_and_one_frame_recordings():
+    empty = measure_objects(np.zeros((3, 32, 32), np.uint8), np.zeros((3, 32, 32), np.uint32))
+    assert empty.empty
+    linked = link_objects(empty)
+    assert "track_id" in linked and linked.empty
+    assert objects_table(linked).columns.tolist() == schema.columns("objects")
+    ft = frames_table(np.arange(3), np.arange(3) / 2, np.zeros((3, 2)), linked)
+    assert ft["n_objects"].tolist() == [0, 0, 0]
+    s = image_series(1, (96, 96), scene="particles", rng=2)
+    one = link_objects(measure_objects(s.classes, s.instances, 0, s.time_s, s.nm_per_px))
+    assert len(one) == s.objects.shape[0] and one["track_id"].nunique() == len(one)
+    assert estimate_drift(s.frames).tolist() == [[0.0, 0.0]]
+
+
+def _no_break_no_swap(linked: pd.DataFrame) -> None:
+    # every true object (instance label == true id) is exactly one track and vice versa
+    pairs = linked.groupby("track_id")["label"].nunique()
+    assert (pairs == 1).all(), "a track swapped between objects"
+    per_label = linked.groupby("label")["track_id"].nunique()
+    assert (per_label == 1).all(), "a track was broken"
+
+
+@pytest.mark.parametrize("scene,seed", [("particles", 0), ("particles", 3), ("mixed", 1), ("mixed", 4)])
+def test_no_broken_or_swapped_tracks(scene, seed):
+    s = image_series(40, (160, 160), scene=scene, rng=seed, drift_nm_per_s=(0.8, -0.5))
+    dr = s.frame_table[["drift_x_nm", "drift_y_nm"]].to_numpy()
+    linked = link_objects(measure_objects(s.classes, s.instances, 0, s.time_s, s.nm_per_px, dr))
+    _no_break_no_swap(linked)
+    # degraded masks with boundary noise and missed detections keep their ids (memory)
+    rng = np.random.default_rng(seed)
+    bad = degrade(s.instances, rng, miss_frames=(10, 11, 25))
+    linked = link_objects(measure_objects(s.classes, bad, 0, s.time_s, s.nm_per_px, dr))
+    _no_break_no_swap(linked)
+
+
+def test_object_leaving_field_of_view():
+    p = [ParticleSpec(1, (60.0, 60.0), 30.0, onset_s=100.0), ParticleSpec(2, (110.0, 60.0), 24.0, onset_s=100.0)]
+    s = image_series(30, (128, 128), objects=p, rng=0, drift_nm_per_s=(4.0, 0.0))
+    dr = s.frame_table[["drift_x_nm", "drift_y_nm"]].to_numpy()
+    ob = measure_objects(s.classes, s.instances, 0, s.time_s, s.nm_per_px, dr)
+    linked = link_objects(ob)
+    _no_break_no_swap(linked)
+    gone = linked[linked["label"] == 2]["frame"].max()
+    assert gone < 29  # particle 2 left the field
+    # while fully in view its drift-corrected centroid stays put
+    inside = linked[(linked["label"] == 1) & (linked["frame"] < 15)]
+    assert np.ptp(inside["x_nm"]) < 1.0
+
+
+def test_drift_huge_jump():
+    s = image_series(16, (160, 160), scene="particles", rng=5, dose_e_per_px=50,
+                     drift_nm_per_s=(0.5, 0.3), drift_jumps=[(3.0, 40.0, -30.0)])
+    d = estimate_drift(s.frames)
+    true = s.frame_table[["drift_x_nm", "drift_y_nm"]].to_numpy() / s.nm_per_px
+    assert np.abs(d - true).max() < 3.0
+    # chunked registration continues from the previous chunk's state
+    d1, st = estimate_drift(s.frames[:8], return_state=True)
+    d2 = estimate_drift(s.frames[8:], state=st)
+    assert np.abs(np.vstack([d1, d2]) - true).max() < 3.0
