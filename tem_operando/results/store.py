@@ -14,8 +14,9 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -139,12 +140,12 @@ class ResultStore:
 
     def start(self, **fields: Any) -> dict:
         """Mark a run as started (``status: partial``) with its provenance fields."""
-        now = _dt.datetime.now(_dt.timezone.utc).isoformat()
+        now = _dt.datetime.now(_dt.UTC).isoformat()
         return self.update_summary(status="partial", start_time=now, **fields)
 
     def finish(self, **fields: Any) -> dict:
         """Mark the run complete (the last write of a run)."""
-        now = _dt.datetime.now(_dt.timezone.utc).isoformat()
+        now = _dt.datetime.now(_dt.UTC).isoformat()
         return self.update_summary(status="complete", end_time=now, **fields)
 
     @property
@@ -181,6 +182,25 @@ class ResultStore:
         stop = g["classes"].shape[0] if stop is None else stop
         return np.asarray(g["classes"][start:stop]), np.asarray(g["instances"][start:stop])
 
+    # -- the raw recording (read-only) ------------------------------------------------------
+    def open_recording(self):
+        """Open the analysed recording read-only, with the calibration options of the run."""
+        from ..io import open_recording
+
+        summary = self.read_summary()
+        if not summary.get("input"):
+            raise TemOperandoError(f"{self.folder}: summary.json names no input recording")
+        params = summary.get("parameters", {})
+        kwargs = {k: params[k] for k in ("nm_per_px", "inv_nm_per_px", "fps") if params.get(k) is not None}
+        if params.get("mode") not in (None, "auto"):
+            kwargs["mode"] = params["mode"]
+        return open_recording(summary["input"], **kwargs)
+
+    def frame_image(self, i: int) -> np.ndarray:
+        """Frame ``i`` of the analysed recording (float32 counts)."""
+        with self.open_recording() as rec:
+            return rec.frame(int(i))
+
     # -- corrections journal ----------------------------------------------------------------
     def journal(self, kind: str, **data: Any) -> dict:
         """Append one correction to ``corrections.jsonl`` and fsync it; returns the entry.
@@ -189,7 +209,7 @@ class ResultStore:
         """
         entries = list(self.corrections())
         entry = {"id": (entries[-1]["id"] + 1) if entries else 1, "kind": kind,
-                 "time": _dt.datetime.now(_dt.timezone.utc).isoformat(), **_jsonable(data)}
+                 "time": _dt.datetime.now(_dt.UTC).isoformat(), **_jsonable(data)}
         line = json.dumps(entry, allow_nan=False) + "\n"
         p = self.path(JOURNAL)
         if p.is_file() and p.stat().st_size:

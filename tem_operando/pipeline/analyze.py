@@ -1,0 +1,473 @@
+"""``analyze``: every stage on one recording, chunk by chunk, into a results folder.
+
+Image frames go through segmentation → object measurement (per chunk, in parallel) and then
+drift chaining → linking → kinetics (once, on the small tables). Diffraction frames go through
+radial profiles → phase unmixing → rings (per chunk) and the phase timeline (once). Chunks run
+as Dask tasks (local threads by default, or a ``dask.distributed`` cluster); each finished
+chunk is saved under ``.work/`` so ``resume=True`` continues after an interruption and gives
+the same tables. ``summary.json`` says ``partial`` until the run completes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import __version__, schema
+from ..errors import CalibrationError, TemOperandoError
+from ..results import MASKS, ResultStore
+from .chunks import WORK, ChunkSpec, chunk_ranges, clear_work, gather, run_chunks
+from .context import cumulative_dose, log_at, read_log, sha256_of
+
+#: how many frames before a chunk its job looks back for the last image frame (drift anchor)
+ANCHOR_LOOKBACK = 16
+POSITION_COLUMNS = ("x_nm", "y_nm", "end_a_x_nm", "end_a_y_nm", "end_b_x_nm", "end_b_y_nm")
+
+
+@dataclass
+class AnalyzeOptions:
+    """Parameters of one analysis (all recorded in ``summary.json``).
+
+    Attributes
+    ----------
+    nm_per_px, inv_nm_per_px, fps : float or None
+        Calibration overriding the file's metadata (nm/px, 1/nm per px, frames/s).
+    mode : {"auto", "image", "diffraction"}
+        Force every frame's mode, or label each frame from metadata / the ring-pattern test.
+    model : str or None
+        Segmentation model file, ``"baseline"`` for the classical one, None for the shipped network.
+    device : str
+        ``"cpu"``, ``"cuda"``, ... for the network.
+    phases : list of str or None
+        Candidate phases for unmixing (None: the whole library).
+    calibrate_with : str or None
+        A standard phase (Au, Al) whose pattern in the recording fits the 1/nm per px.
+    log : str or None
+        Electrochemistry/holder log CSV; ``log_offset_s`` is added to its times (s).
+    chunk_frames : int
+        Frames per chunk (memory is bounded by chunk × workers).
+    every_nth : int
+        Segment every n-th image frame only (1 = all).
+    workers : int
+        Local threads (ignored on a cluster).
+    scheduler : str or None
+        None/"threads" local Dask threads; "sync" inline; or a ``dask.distributed`` address.
+    """
+
+    nm_per_px: float | None = None
+    inv_nm_per_px: float | None = None
+    fps: float | None = None
+    mode: str = "auto"
+    model: str | None = None
+    device: str = "cpu"
+    phases: list[str] | None = None
+    calibrate_with: str | None = None
+    log: str | None = None
+    log_offset_s: float = 0.0
+    chunk_frames: int = 32
+    every_nth: int = 1
+    workers: int = 2
+    scheduler: str | None = None
+    contact_nm: dict = field(default_factory=dict)
+
+    def analysis_params(self) -> dict:
+        """The parameters that change results (not how the run is scheduled)."""
+        d = asdict(self)
+        for k in ("workers", "scheduler"):
+            d.pop(k)
+        return d
+
+
+# ----------------------------------------------------------------------------------------------
+# per-process caches (a Dask worker loads the model once)
+_SEGMENTERS: dict[tuple, Any] = {}
+_LOCK = threading.Lock()
+
+
+def get_segmenter(model: str | None, device: str = "cpu"):
+    """The segmenter for ``model`` (cached per process)."""
+    key = (model, device)
+    with _LOCK:
+        if key not in _SEGMENTERS:
+            from ..segment import load_segmenter
+
+            _SEGMENTERS[key] = load_segmenter(model, device=device) if model != "baseline" else load_segmenter("baseline")
+        return _SEGMENTERS[key]
+
+
+def model_identity(model: str | None) -> tuple[str, str]:
+    """(name, sha256) of the model an analysis uses."""
+    if model == "baseline":
+        return "baseline (classical scikit-image)", ""
+    from ..segment import default_model_path
+
+    path = Path(model) if model else default_model_path()
+    from ..segment.modelfile import sha256
+
+    return path.stem, sha256(path)
+
+
+def _open(spec: ChunkSpec):
+    from ..io import open_recording
+
+    return open_recording(spec.input_path, **spec.open_kwargs)
+
+
+# ----------------------------------------------------------------------------------------------
+# the chunk job
+
+
+def _anchor(rec, start: int) -> tuple[int, np.ndarray] | None:
+    """The last image frame before ``start`` (within the look-back), as (index, frame)."""
+    lo = max(0, start - ANCHOR_LOOKBACK)
+    if lo >= start:
+        return None
+    chunk = next(rec.iter_chunks(start - lo, lo, start))
+    img = np.flatnonzero(chunk.mode == "image")
+    if img.size == 0:
+        return None
+    k = int(img[-1])
+    return lo + k, chunk.frames[k]
+
+
+def image_stage(rec, spec: ChunkSpec, frames: np.ndarray, index: np.ndarray, time_s: np.ndarray,
+                start: int) -> dict[str, Any]:
+    """Segment, register and measure a chunk's image frames (positions relative to the anchor)."""
+    from ..track import estimate_drift, measure_objects
+
+    p = spec.params
+    nm = rec.nm_per_px
+    if not (nm and math.isfinite(nm) and nm > 0):
+        raise CalibrationError(rec.path, "image frames but no spatial calibration (nm per pixel); give it "
+                               "with --nm-per-px X")
+    timings = {}
+    t0 = time.perf_counter()
+    anchor = _anchor(rec, start)
+    stack = frames if anchor is None else np.concatenate([anchor[1][None], frames])
+    drift_px = estimate_drift(stack)
+    if anchor is not None:
+        drift_px = drift_px[1:]
+    timings["drift_s"] = time.perf_counter() - t0
+
+    nth = int(p.get("every_nth", 1))
+    keep = (index % nth) == 0 if nth > 1 else np.ones(len(index), bool)
+    t0 = time.perf_counter()
+    seg = get_segmenter(p.get("model"), p.get("device", "cpu")).predict(frames[keep])
+    timings["segment_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    store = ResultStore(spec.results_dir)
+    for j, f in enumerate(index[keep]):
+        store.write_masks(int(f), seg.classes[j:j + 1], seg.instances[j:j + 1])
+    timings["masks_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    objects = measure_objects(seg.classes, seg.instances, frame=index[keep], time_s=time_s[keep],
+                              nm_per_px=nm, drift_nm=drift_px[keep] * nm)
+    timings["measure_s"] = time.perf_counter() - t0
+    conf = np.full(len(index), np.nan)
+    conf[keep] = seg.confidence
+    img_rows = pd.DataFrame({"frame": index, "analysed": keep, "confidence": conf,
+                             "drift_rel_x_px": drift_px[:, 0], "drift_rel_y_px": drift_px[:, 1],
+                             "anchor": -1 if anchor is None else anchor[0], "chunk_start": start})
+    return {"objects": objects, "image_frames": img_rows, "_stage_s": timings}
+
+
+def diffraction_stage(rec, spec: ChunkSpec, frames: np.ndarray, index: np.ndarray,
+                      time_s: np.ndarray) -> dict[str, Any]:
+    """Radial profiles, phase fractions and rings of a chunk's diffraction frames."""
+    from ..diffraction import analyze_patterns
+
+    inv = spec.params.get("inv_nm_per_px_fitted") or rec.inv_nm_per_px
+    if not (inv and math.isfinite(inv) and inv > 0):
+        raise CalibrationError(rec.path, "diffraction frames but no calibration (1/nm per pixel); give it with "
+                               "--inv-nm-per-px Q or fit it with --calibrate-with Au")
+    t0 = time.perf_counter()
+    phases, rings = analyze_patterns(frames, inv_nm_per_px=inv, phases=spec.params.get("phases"),
+                                     frame=index, time_s=time_s)
+    return {"phases": phases, "rings": rings, "_stage_s": {"diffraction_s": time.perf_counter() - t0}}
+
+
+def chunk_job(spec: ChunkSpec, start: int, stop: int) -> dict[str, Any]:
+    """Process frames ``start:stop``: opens the recording itself (runs on any Dask worker)."""
+    t_read = time.perf_counter()
+    with _open(spec) as rec:
+        chunk = next(rec.iter_chunks(stop - start, start, stop))
+        read_s = time.perf_counter() - t_read
+        out: dict[str, Any] = {}
+        stage_s = {"read_s": read_s}
+        rows = pd.DataFrame({"frame": chunk.index, "time_s": chunk.time_s, "mode": chunk.mode,
+                             "dose_e_per_px": chunk.dose_e_per_px if chunk.dose_e_per_px is not None else np.nan})
+        out["frames"] = rows
+        img = chunk.mode == "image"
+        if img.any():
+            r = image_stage(rec, spec, chunk.frames[img], chunk.index[img], chunk.time_s[img], start)
+            stage_s.update(r.pop("_stage_s"))
+            out.update(r)
+        dif = chunk.mode == "diffraction"
+        if dif.any():
+            r = diffraction_stage(rec, spec, chunk.frames[dif], chunk.index[dif], chunk.time_s[dif])
+            stage_s.update(r.pop("_stage_s"))
+            out.update(r)
+    out["_stage_s"] = stage_s
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# once per recording: chaining, linking, kinetics, timeline
+
+
+def chain_drift(image_frames: pd.DataFrame) -> pd.DataFrame:
+    """Absolute drift (px) of every image frame from each chunk's drift relative to its anchor.
+
+    A chunk registers its image frames against its anchor (the last image frame before it);
+    the anchor's absolute drift, known from the previous chunk, is added. A chunk without an
+    anchor (the first, or one after a long diffraction burst) starts from the last known drift.
+    """
+    cols = ["frame", "drift_x_px", "drift_y_px"]
+    if image_frames.empty:
+        return pd.DataFrame(columns=cols)
+    df = image_frames.sort_values("frame")
+    absolute: dict[int, np.ndarray] = {}
+    last = np.zeros(2)
+    rows = []
+    for _, grp in df.groupby("chunk_start", sort=True):
+        anchor = int(grp["anchor"].iloc[0])
+        base = absolute.get(anchor, last)
+        rel = grp[["drift_rel_x_px", "drift_rel_y_px"]].to_numpy(float)
+        if anchor not in absolute:
+            rel = rel - rel[0]  # relative to the chunk's own first image frame
+        for f, r in zip(grp["frame"].to_numpy(), rel):
+            absolute[int(f)] = base + r
+            rows.append((int(f), *(base + r)))
+        last = absolute[int(grp["frame"].iloc[-1])]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def finalize(store: ResultStore, ranges, rec_info: dict, opts: AnalyzeOptions, phase_names: list[str]) -> dict:
+    """Tables from the chunks' outputs: drift, linking, kinetics, phases, context; then plots."""
+    from ..kinetics import analyze_kinetics
+    from ..track import link_objects, objects_table
+
+    folder = store.folder
+    nm = rec_info["nm_per_px"]
+    timings = {}
+    frames = gather(folder, ranges, "frames")
+    img_frames = gather(folder, ranges, "image_frames")
+    objects = gather(folder, ranges, "objects")
+
+    t0 = time.perf_counter()
+    drift = chain_drift(img_frames)
+    frames = frames.merge(drift, on="frame", how="left")
+    if not img_frames.empty:
+        frames = frames.merge(img_frames[["frame", "analysed", "confidence"]], on="frame", how="left")
+    frames["drift_x_nm"] = frames.get("drift_x_px", np.nan) * nm if nm else np.nan
+    frames["drift_y_nm"] = frames.get("drift_y_px", np.nan) * nm if nm else np.nan
+    frames.loc[frames["mode"] != "image", ["drift_x_nm", "drift_y_nm"]] = np.nan
+
+    if not objects.empty:
+        # objects were drift-corrected relative to their chunk's anchor: add the anchor's offset
+        rel = img_frames.set_index("frame")[["drift_rel_x_px", "drift_rel_y_px"]]
+        absd = drift.set_index("frame")[["drift_x_px", "drift_y_px"]]
+        offset = (absd.to_numpy() - rel.loc[absd.index].to_numpy()) * nm  # each chunk's base drift
+        off = pd.DataFrame(offset, index=absd.index, columns=["ox", "oy"])
+        o = off.loc[objects["frame"].to_numpy()].to_numpy()
+        for c in POSITION_COLUMNS:
+            if c in objects:
+                objects[c] = objects[c] - (o[:, 0] if "x_nm" in c else o[:, 1])
+        linked = link_objects(objects)
+        tracks, fronts = analyze_kinetics(linked, nm_per_px=nm, contact_nm=opts.contact_nm or None)
+    else:
+        linked = objects
+        tracks, fronts = schema.empty("tracks"), schema.empty("fronts")
+    timings["link_kinetics_s"] = time.perf_counter() - t0
+
+    counts = linked.groupby("frame").size() if not linked.empty else pd.Series(dtype=int)
+    frames["n_objects"] = frames["frame"].map(counts).fillna(0).astype(int)
+    frames.loc[frames["mode"] != "image", "n_objects"] = 0
+    if "dose_e_per_px" in frames and frames["dose_e_per_px"].notna().any():
+        frames = pd.concat([frames, cumulative_dose(frames["dose_e_per_px"].to_numpy(), nm).drop(
+            columns="dose_e_per_px")], axis=1)
+    if opts.log:
+        frames = pd.concat([frames, log_at(read_log(opts.log, opts.log_offset_s), frames["time_s"].to_numpy())],
+                           axis=1)
+    frames = frames.drop(columns=[c for c in ("drift_x_px", "drift_y_px") if c in frames])
+
+    store.write_table("frames", frames)
+    store.write_table("objects", objects_table(linked) if not linked.empty else schema.empty("objects"))
+    store.write_table("tracks", tracks)
+    store.write_table("fronts", fronts)
+
+    phases = gather(folder, ranges, "phases")
+    rings = gather(folder, ranges, "rings")
+    store.write_table("phases", phases if not phases.empty else schema.empty("phases", phase_names), phase_names)
+    store.write_table("rings", rings if not rings.empty else schema.empty("rings"))
+    return {"timings": timings, "n_tracks": len(tracks),
+            "n_image_frames": int((frames["mode"] == "image").sum()),
+            "n_diffraction_frames": int((frames["mode"] == "diffraction").sum())}
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_resume(store: ResultStore, summary: dict, sha: str, params: dict) -> None:
+    old = store.read_summary()
+    if not old:
+        return
+    if old.get("input_sha256") != sha:
+        raise TemOperandoError(f"{store.folder}: holds results of another input "
+                               f"({old.get('input')}); use a new --out or run without --resume")
+    if old.get("parameters") != params:
+        changed = sorted(k for k in set(params) | set(old.get("parameters", {}))
+                         if params.get(k) != old.get("parameters", {}).get(k))
+        raise TemOperandoError(f"{store.folder}: was started with other parameters ({', '.join(changed)}); "
+                               "use a new --out or the same options")
+
+
+def _reset(folder: Path) -> None:
+    """Remove a previous run's outputs (not the corrections journal)."""
+    clear_work(folder)
+    shutil.rmtree(folder / MASKS, ignore_errors=True)
+    for name in ("summary.json", "report.html", *[f"{t}.csv" for t in schema.TABLES]):
+        (folder / name).unlink(missing_ok=True)
+    shutil.rmtree(folder / "plots", ignore_errors=True)
+
+
+@dataclass
+class Run:
+    """A prepared run: the store, the recording's facts and the picklable chunk spec."""
+
+    store: ResultStore
+    info: dict
+    spec: ChunkSpec
+    opts: AnalyzeOptions
+    phase_names: list[str]
+    t_start: float
+
+
+def recording_info(input_path: Path, open_kwargs: dict) -> dict:
+    """Frames, shape and calibration of a recording (validates it: bad input fails here)."""
+    from ..io import open_recording
+
+    with open_recording(input_path, **open_kwargs) as rec:
+        if rec.time_s is None:
+            raise CalibrationError(input_path, "no frame times in the file; give the frame rate with --fps F")
+        return {"frames": len(rec), "frame_shape": list(rec.frame_shape), "fps": rec.fps,
+                "nm_per_px": rec.nm_per_px, "inv_nm_per_px": rec.inv_nm_per_px, "format": rec.format}
+
+
+def prepare(input_path: str | os.PathLike, out: str | os.PathLike, opts: AnalyzeOptions, *, resume: bool = False,
+            input_sha256: str | None = None, max_frames: int | None = None) -> Run:
+    """Validate the input and options, set up (or reopen for ``resume``) the results folder."""
+    t_start = time.perf_counter()
+    input_path = Path(input_path)
+    folder = Path(out)
+    given = {"nm_per_px": opts.nm_per_px, "fps": opts.fps, "inv_nm_per_px": opts.inv_nm_per_px, "mode": opts.mode}
+    open_kwargs = {k: v for k, v in given.items() if v is not None}
+    info = recording_info(input_path, open_kwargs)
+    from ..diffraction.phases import get_phase, list_phases
+
+    phase_names = [get_phase(p).name for p in opts.phases] if opts.phases else list_phases()
+    if opts.log:
+        read_log(opts.log, opts.log_offset_s)  # a bad log fails now, not after the whole run
+    if opts.model not in (None, "baseline") and not Path(opts.model).is_file():
+        raise TemOperandoError(f"{opts.model}: no such model file")
+    folder.mkdir(parents=True, exist_ok=True)
+    store = ResultStore(folder)
+    sha = input_sha256 if input_sha256 is not None else sha256_of(input_path)
+    params = opts.analysis_params()
+    if resume:
+        _check_resume(store, store.read_summary(), sha, params)
+    else:
+        _reset(folder)
+    model_name, model_sha = model_identity(opts.model)
+    store.start(input=str(input_path.resolve()), input_sha256=sha, model=model_name, model_sha256=model_sha,
+                phases=phase_names, software_version=__version__, parameters=params, **info)
+    store.open_masks(max_frames or info["frames"], tuple(info["frame_shape"]))
+    spec = ChunkSpec(input_path=str(input_path.resolve()), results_dir=str(folder.resolve()),
+                     open_kwargs=open_kwargs, params={**params, "phases": phase_names})
+    return Run(store=store, info=info, spec=spec, opts=opts, phase_names=phase_names, t_start=t_start)
+
+
+def complete(run: Run, ranges: list[tuple[int, int]], records: list[dict], *, report: bool = True,
+             extra: dict | None = None) -> dict:
+    """Finalize the tables, write plots and the report, and mark the run complete."""
+    folder = run.store.folder
+    stage_s: dict[str, float] = {}
+    for r in records:
+        for k, v in (r.get("stage_s") or {}).items():
+            stage_s[k] = stage_s.get(k, 0.0) + v
+    fin = finalize(run.store, ranges, run.info, run.opts, run.phase_names)
+    if report:
+        t0 = time.perf_counter()
+        from ..report import build_report
+
+        build_report(folder)
+        fin["timings"]["report_s"] = time.perf_counter() - t0
+    elapsed = time.perf_counter() - run.t_start
+    n = ranges[-1][1] if ranges else 0
+    modes = gather(folder, ranges, "frames")
+    return run.store.finish(elapsed_s=elapsed, stage_s={**stage_s, **fin["timings"]}, frames=n,
+                            frames_per_s=n / max(elapsed, 1e-9), n_tracks=fin["n_tracks"],
+                            n_image_frames=fin["n_image_frames"], n_diffraction_frames=fin["n_diffraction_frames"],
+                            every_nth=run.opts.every_nth,
+                            modes=sorted(set(modes["mode"])) if not modes.empty else [], **(extra or {}))
+
+
+def analyze(input_path: str | os.PathLike, out: str | os.PathLike, opts: AnalyzeOptions | None = None, *,
+            resume: bool = False, progress: Callable[[int, int], None] | None = None,
+            report: bool = True) -> dict:
+    """Run the whole pipeline on one recording and write its results folder.
+
+    Parameters
+    ----------
+    input_path : path-like
+        A recording (any format :func:`~tem_operando.io.open_recording` reads).
+    out : path-like
+        The results folder.
+    opts : AnalyzeOptions
+    resume : bool
+        Continue an interrupted run in ``out`` (same input and parameters) from its last
+        finished chunk.
+    progress : callable, optional
+        ``progress(frames_done, frames_total)`` after each chunk.
+    report : bool
+        Write plots and ``report.html``.
+
+    Returns
+    -------
+    dict
+        The final ``summary.json``.
+
+    Examples
+    --------
+    >>> from tem_operando.pipeline import analyze, AnalyzeOptions          # doctest: +SKIP
+    >>> summary = analyze("session.hspy", "out/session", AnalyzeOptions(model="baseline"))  # doctest: +SKIP
+    """
+    opts = opts or AnalyzeOptions()
+    run = prepare(input_path, out, opts, resume=resume)
+    folder = run.store.folder
+    n = run.info["frames"]
+    ranges = chunk_ranges(n, opts.chunk_frames)
+    done = [sum(e - s for s, e in ranges if (folder / WORK / f"chunk_{s:09d}_{e:09d}" / "done.json").is_file())]
+
+    def on_done(rec_: dict) -> None:
+        done[0] += rec_["stop"] - rec_["start"]
+        if progress:
+            progress(done[0], n)
+
+    if progress:
+        progress(done[0], n)
+    t0 = time.perf_counter()
+    records = run_chunks(chunk_job, run.spec, ranges, scheduler=opts.scheduler, workers=opts.workers, on_done=on_done)
+    return complete(run, ranges, records, report=report, extra={"chunks_wall_s": time.perf_counter() - t0})
