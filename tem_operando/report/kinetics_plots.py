@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["plot_swelling", "plot_front", "kymograph", "plot_kymograph"]
+__all__ = ["kymograph", "plot_front", "plot_kymograph", "plot_swelling"]
 
 
 def _fig(ax=None):

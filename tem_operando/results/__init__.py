@@ -2,4 +2,4 @@
 
 from .store import JOURNAL, MASKS, SUMMARY, ResultStore, atomic_write_bytes, atomic_write_json
 
-__all__ = ["ResultStore", "atomic_write_bytes", "atomic_write_json", "SUMMARY", "MASKS", "JOURNAL"]
+__all__ = ["JOURNAL", "MASKS", "SUMMARY", "ResultStore", "atomic_write_bytes", "atomic_write_json"]
