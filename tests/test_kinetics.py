@@ -65,6 +65,7 @@ def test_swelling_rates_and_expansions(masks):
         assert max(stats["rate"]) < 0.05, stats["rate"]
         assert max(stats["exp"]) < 3.0, stats["exp"]
         assert all(stats["steps"])
+        assert np.mean(stats["cover"]) >= 0.9, stats["cover"]
     else:  # ±1 px edges in 30 % of frames and missed objects: the CI widens, it must still cover
         assert np.median(stats["rate"]) < 0.1, stats["rate"]
         assert np.median(stats["exp"]) < 3.0, stats["exp"]
@@ -85,11 +86,15 @@ def wire_session(law, seed, dose=20):
               length_expansion=0.05, swelling_rate_nm_s=3.0, na_source_radius_nm=40.0)
     if law == "sqrt":
         kw["front_k_nm_per_sqrt_s"] = rng.uniform(18, 26)
+    n_frames = 50
     if law == "steps":
+        # three moves and two pauses, then the front stops (105 of 131 nm) a few s before the end:
+        # the whole schedule is inside the recording (a move after the last frame is unobservable)
         kw.update(step_lengths_nm=(35.0, 30.0, 40.0), step_pauses_s=(4.0, 5.0))
+        n_frames = max(n_frames, int(np.ceil(2.0 * (2.0 + 105.0 / kw["front_velocity_nm_s"] + 9.0 + 4.0))))
     w = WireSpec(1, (20.0, 30.0 + 10 * seed % 40), rng.uniform(-15, 25), 125.0, 20.0, onset_s=2.0, **kw)
     p = ParticleSpec(2, (90.0, 135.0), 28.0, onset_s=5.0, swelling_rate_nm_s=2.0)
-    return image_series(50, (160, 160), objects=[w, p], fps=2.0, rng=seed, dose_e_per_px=dose)
+    return image_series(n_frames, (160, 160), objects=[w, p], fps=2.0, rng=seed, dose_e_per_px=dose)
 
 
 def test_fronts_rate_law_velocity_ci():
@@ -102,24 +107,39 @@ def test_fronts_rate_law_velocity_ci():
             chosen.append(w.rate_law == law)
             assert set(fronts.columns) == set(schema.columns("fronts"))
             if law == "steps":
-                # known issue: a front that stops before the recording ends (pause to the end)
-                # gives a mean velocity ~9 % off; random scenes (moving to the end) are within 1 %
-                assert abs(w.front_velocity_nm_s / w.front_velocity_nm_s_t - 1) < 0.15
-                assert w.n_steps >= 2  # known issue: one of two sessions counts 2 of 3 moves
+                # mean velocity including pauses, from the onset to the end of the last move
+                err.append(abs(w.front_velocity_nm_s / w.front_velocity_nm_s_t - 1))
+                cover.append(abs(w.front_velocity_nm_s - w.front_velocity_nm_s_t) <= w.front_velocity_ci95_nm_s)
+                assert w.n_steps == w.n_steps_t == 3
             if law == "sqrt":
                 assert w.front_exponent_n == pytest.approx(0.5, abs=0.1)
                 err.append(abs(w.diffusion_coefficient_nm2_s / w.diffusion_coefficient_nm2_s_t - 1))
             elif law == "linear":
                 err.append(abs(w.front_velocity_nm_s / w.front_velocity_nm_s_t - 1))
                 cover.append(abs(w.front_velocity_nm_s - w.front_velocity_nm_s_t) <= w.front_velocity_ci95_nm_s)
-            exp_err.append(max(abs(w.width_expansion_pct - w.width_expansion_pct_t),
-                               abs(w.length_expansion_pct - w.length_expansion_pct_t)))
+            exp_err.append(max(abs(w[f"{q}_expansion_pct"] - w[f"{q}_expansion_pct_t"])
+                               for q in ("width", "length", "area", "volume")))
     assert all(chosen), chosen
     assert max(err) < 0.05, err
-    # KNOWN BUG (open): the seed-0 wire geometry (contact end 30 nm from the top edge) over-reads
-    # the swollen width by 11-27 pp; random-scene wires are within 2 pp. Tighten when fixed.
-    assert np.mean(np.array(exp_err) < 3.0) >= 0.5, exp_err
-    assert np.mean(cover) >= 0.75, cover
+    # the seed-0 wire runs out of the field at its far end: clipped cross-sections are left out
+    assert max(exp_err) < 3.0, exp_err
+    assert np.mean(cover) >= 0.9, cover
+
+
+@pytest.mark.xfail(reason="open: with the Na source merged into the wire (classical segmentation) "
+                   "the lump is trimmed but the contact-end width and the length still carry part "
+                   "of the blob (front velocity and expansions off by 5-30 %)", strict=False)
+def test_fronts_with_na_source_merged_into_the_wire():
+    from tests.test_track import classical_na_merge
+
+    for law, seed in (("linear", 0), ("linear", 1), ("steps", 1)):
+        s = wire_session(law, seed)
+        m, _ = run(s, classical_na_merge(s))
+        w = m[m.true_id == 1].iloc[0]
+        assert w.kind == "wire" and w.rate_law == law
+        assert w.front_velocity_nm_s == pytest.approx(w.front_velocity_nm_s_t, rel=0.05)
+        for q in ("width", "length", "area", "volume"):
+            assert abs(w[f"{q}_expansion_pct"] - w[f"{q}_expansion_pct_t"]) < 3.0, q
 
 
 def test_rate_law_fit_on_exact_curves():
@@ -174,6 +194,11 @@ def test_sweep_random_scenes(request):
                 if w.rate_law_t != "sqrt":
                     vel.append(abs(w.front_velocity_nm_s / w.front_velocity_nm_s_t - 1))
                     vcover.append(abs(w.front_velocity_nm_s - w.front_velocity_nm_s_t) <= w.front_velocity_ci95_nm_s)
+    print(f"\nsweep: particles n={len(stats['rate'])} rate<5%: {np.mean(np.array(stats['rate']) < 0.05):.3f} "
+          f"median rate err {np.median(stats['rate']):.4f}; exp<3pp: {np.mean(np.array(stats['exp']) < 3.0):.3f}; "
+          f"rate CI cover: {np.mean(stats['cover']):.3f}; steps right: {np.mean(stats['steps']):.3f}")
+    print(f"sweep: wires n={len(laws)} law chosen: {np.mean(laws):.3f}; velocity<5%: "
+          f"{np.mean(np.array(vel) < 0.05):.3f} (n={len(vel)}); velocity CI cover: {np.mean(vcover):.3f}")
     assert np.mean(np.array(stats["rate"]) < 0.05) >= 0.9
     assert np.mean(np.array(stats["exp"]) < 3.0) >= 0.9
     assert np.mean(stats["cover"]) >= 0.9

@@ -49,6 +49,23 @@ def _running_mean(prof: np.ndarray, starts: np.ndarray, nb: np.ndarray, k: int =
     return (c[hi] - c[lo]) / (hi - lo)
 
 
+def _group_median(v: np.ndarray, group: np.ndarray, use: np.ndarray, n: int) -> np.ndarray:
+    """Median of ``v[use]`` per group (NaN for a group with none)."""
+    out = np.full(n, np.nan)
+    g, x = group[use], v[use]
+    if g.size == 0:
+        return out
+    o = np.lexsort((x, g))
+    g, x = g[o], x[o]
+    cnt = np.bincount(g, minlength=n)
+    first = np.concatenate([[0], np.cumsum(cnt)[:-1]])
+    has = cnt > 0
+    lo = first[has] + (cnt[has] - 1) // 2
+    hi = first[has] + cnt[has] // 2
+    out[has] = 0.5 * (x[lo] + x[hi])
+    return out
+
+
 def _circle_fix(lab, o_t, o_lab, ukey, base, mc, mr, is_wire, width, length, touch_frac=0.05):
     """Particles cut by a touching neighbour: diameter from a circle fitted to the free edge.
 
@@ -112,6 +129,7 @@ def measure_objects(
     *,
     wire_aspect: float = 3.0,
     min_area_px: int = 4,
+    lump_factor: float = 1.6,
 ) -> pd.DataFrame:
     """Measure every instance of one frame or a chunk of frames.
 
@@ -134,6 +152,10 @@ def measure_objects(
         Major/minor axis ratio from which an object is a wire.
     min_area_px : int
         Smaller instances are ignored (segmentation specks).
+    lump_factor : float
+        A run of unreacted axial bins at a wire's end wider than ``lump_factor`` × the wire's
+        median width is not wire (the Na source merged into it by a segmentation): it is left
+        out of the wire's width, length, ends and front.
 
     Returns
     -------
@@ -216,42 +238,94 @@ def measure_objects(
 
     wires = np.flatnonzero(is_wire)
     if wires.size:
-        ux, uy = np.cos(theta), np.sin(theta)
-        sel = is_wire[inv]
-        oi = inv[sel]
-        s = dc[sel] * ux[oi] + dr[sel] * uy[oi]
-        smin = np.full(n_obj, np.inf)
-        smax = np.full(n_obj, -np.inf)
-        np.minimum.at(smin, oi, s)
-        np.maximum.at(smax, oi, s)
-        b = np.floor(s - smin[oi] + 0.5).astype(np.int64)  # bin 0 centred on the first pixel
-        nb_all = np.zeros(n_obj, np.int64)
-        nb_all[wires] = np.floor(smax[wires] - smin[wires] + 0.5).astype(np.int64) + 1
-        starts_all = np.concatenate([[0], np.cumsum(nb_all)[:-1]])
-        gb = starts_all[oi] + b
-        total_bins = int(nb_all.sum())
-        prof = np.bincount(gb, minlength=total_bins).astype(np.float64)  # px per 1-px bin = width px
-        prof_re = np.bincount(gb, reacted[sel], minlength=total_bins)
-        frac = np.divide(prof_re, prof, out=np.zeros_like(prof), where=prof > 0)
-        nbw, stw = nb_all[wires], starts_all[wires]
-        sm = _running_mean(prof, stw, nbw)
-        # interior bins only (the end faces are partial)
-        obj_of_bin = np.repeat(np.arange(wires.size), nbw)
-        pos = np.arange(total_bins) - stw[obj_of_bin]
-        interior = (pos >= 1) & (pos <= nbw[obj_of_bin] - 2)
+        sel = np.flatnonzero(is_wire[inv])  # pixels of wires
+        pc, pr = mc.copy(), mr.copy()  # origin of each wire's axis (px)
+        for it in range(2):
+            oi = inv[sel]
+            if it == 1:
+                # axis of the wire without its end lumps
+                cnt_w = np.bincount(oi, minlength=n_obj).astype(np.float64)
+                cw = np.maximum(cnt_w, 1)
+                pr = np.where(cnt_w > 0, np.bincount(oi, r[sel], n_obj) / cw, mr)
+                pc = np.where(cnt_w > 0, np.bincount(oi, c[sel], n_obj) / cw, mc)
+                d_r, d_c = r[sel] - pr[oi], c[sel] - pc[oi]
+                syy = np.bincount(oi, d_r * d_r, n_obj)
+                sxx = np.bincount(oi, d_c * d_c, n_obj)
+                sxy = np.bincount(oi, d_r * d_c, n_obj)
+                theta = np.where(is_wire, 0.5 * np.arctan2(2 * sxy, sxx - syy), theta)
+            ux, uy = np.cos(theta), np.sin(theta)
+            s = (c[sel] - pc[oi]) * ux[oi] + (r[sel] - pr[oi]) * uy[oi]
+            smin = np.full(n_obj, np.inf)
+            smax = np.full(n_obj, -np.inf)
+            np.minimum.at(smin, oi, s)
+            np.maximum.at(smax, oi, s)
+            b = np.floor(s - smin[oi] + 0.5).astype(np.int64)  # bin 0 centred on the first pixel
+            nb_all = np.zeros(n_obj, np.int64)
+            nb_all[wires] = np.floor(smax[wires] - smin[wires] + 0.5).astype(np.int64) + 1
+            starts_all = np.concatenate([[0], np.cumsum(nb_all)[:-1]])
+            gb = starts_all[oi] + b
+            total_bins = int(nb_all.sum())
+            prof = np.bincount(gb, minlength=total_bins).astype(np.float64)  # px per 1-px bin = width px
+            prof_re = np.bincount(gb, reacted[sel], minlength=total_bins)
+            frac = np.divide(prof_re, prof, out=np.zeros_like(prof), where=prof > 0)
+            nbw, stw = nb_all[wires], starts_all[wires]
+            sm = _running_mean(prof, stw, nbw)
+            # interior bins only: the end faces are partial, and so is every cross-section the
+            # image border cuts (a wire running out of the field); a bin holding a border pixel
+            # is clipped, and so are its neighbours (a tilted cut spreads over adjacent bins)
+            obj_of_bin = np.repeat(np.arange(wires.size), nbw)
+            pos = np.arange(total_bins) - stw[obj_of_bin]
+            rr_s, cc_s = r[sel], c[sel]
+            on_edge = (rr_s == 0) | (rr_s == H - 1) | (cc_s == 0) | (cc_s == W - 1)
+            clipped = np.bincount(gb, on_edge, minlength=total_bins) > 0
+            if clipped.any():
+                same_prev = np.r_[False, obj_of_bin[1:] == obj_of_bin[:-1]]
+                same_next = np.r_[obj_of_bin[:-1] == obj_of_bin[1:], False]
+                grown = clipped.copy()
+                for _ in range(2):
+                    grown[1:] |= grown[:-1] & same_prev[1:]
+                    grown[:-1] |= grown[1:] & same_next[:-1]
+                clipped = grown
+            interior = (pos >= 1) & (pos <= nbw[obj_of_bin] - 2) & ~clipped
+            if it == 1:
+                break
+            # end lumps: a run of unreacted bins from an end much wider than the wire — the Na
+            # source blob (or electrode) a segmentation merged into the wire at its contact end.
+            # Their pixels are dropped and the wire re-measured without them.
+            med = _group_median(prof, obj_of_bin, interior, wires.size)
+            big = (sm > lump_factor * med[obj_of_bin]) & (frac <= 0.5)
+            # the lump reaches from an end to its last wide bin in the outer 35 % of the wire
+            # (its far side tapers: a blob's edge is round)
+            nbo_w = nbw[obj_of_bin]
+            in_a = big & (pos < 0.35 * nbo_w)
+            in_b = big & (pos > 0.65 * (nbo_w - 1))
+            last_a = np.full(wires.size, -1, np.int64)
+            first_b = np.full(wires.size, np.iinfo(np.int64).max)
+            np.maximum.at(last_a, obj_of_bin[in_a], pos[in_a])
+            np.minimum.at(first_b, obj_of_bin[in_b], pos[in_b])
+            lump = (pos <= last_a[obj_of_bin]) | (pos >= first_b[obj_of_bin])
+            if not lump.any():
+                break
+            sel = sel[~lump[gb]]
         smi = np.where(interior, sm, -np.inf)
         wmax = np.full(wires.size, -np.inf)
         np.maximum.at(wmax, obj_of_bin, smi)
         wmax = np.where(np.isfinite(wmax), wmax, np.sqrt(lam2[wires]) * 4)
         width[wires] = wmax  # replaced by the contact-end width below
         length[wires] = smax[wires] - smin[wires] + 1.0
-        # width near each end: mean of bins 1..3 from the end
-        near_a = (pos >= 1) & (pos <= 3) & interior
-        near_b = (pos >= nbw[obj_of_bin] - 4) & (pos <= nbw[obj_of_bin] - 2) & interior
+        # width near each end: mean of the 3 unclipped interior bins nearest the end (bins 1..3
+        # unless the border cuts the end off)
+        seg_first = np.r_[0, np.cumsum(nbw)[:-1]]
+        cum = np.cumsum(interior)
+        before = np.concatenate([[0], cum])[seg_first][obj_of_bin]  # interior bins before the wire
+        rank_a = cum - before  # 1 for the first interior bin from end a
+        rank_b = cum[(seg_first + nbw - 1)][obj_of_bin] - cum + interior  # 1 for the last one
+        near_a = interior & (rank_a >= 1) & (rank_a <= 3)
+        near_b = interior & (rank_b >= 1) & (rank_b <= 3)
         na = np.bincount(obj_of_bin, near_a, wires.size)
         nbb = np.bincount(obj_of_bin, near_b, wires.size)
-        w_a[wires] = np.bincount(obj_of_bin, prof * near_a, wires.size) / np.maximum(na, 1) * nm
-        w_b[wires] = np.bincount(obj_of_bin, prof * near_b, wires.size) / np.maximum(nbb, 1) * nm
+        w_a[wires] = np.where(na > 0, np.bincount(obj_of_bin, prof * near_a, wires.size) / np.maximum(na, 1), np.nan) * nm
+        w_b[wires] = np.where(nbb > 0, np.bincount(obj_of_bin, prof * near_b, wires.size) / np.maximum(nbb, 1), np.nan) * nm
         re_len[wires] = np.bincount(obj_of_bin, frac, wires.size) * nm
         hit = frac > 0.5
         lo = np.full(wires.size, np.inf)
@@ -274,15 +348,16 @@ def measure_objects(
         nsw = np.bincount(obj_of_bin, swol, wires.size)
         w_pr[wires] = np.where(npr > 0, np.bincount(obj_of_bin, prof * prist, wires.size) / np.maximum(npr, 1) * nm, np.nan)
         w_sw[wires] = np.where(nsw > 0, np.bincount(obj_of_bin, prof * swol, wires.size) / np.maximum(nsw, 1) * nm, np.nan)
-        width[wires] = np.where(has, np.where(side_a, w_a[wires], w_b[wires]), np.maximum(w_a[wires], w_b[wires])) / nm
+        w_end = np.where(has, np.where(side_a, w_a[wires], w_b[wires]), np.fmax(w_a[wires], w_b[wires])) / nm
+        width[wires] = np.where(np.isfinite(w_end), w_end, wmax)
         re_lo[wires] = np.where(np.isfinite(lo), lo * nm, np.nan)
         re_hi[wires] = np.where(np.isfinite(hi), hi * nm, np.nan)
         # axis ends (px, image frame): half a pixel beyond the extreme pixel centres
         a_s, b_s = smin[wires] - 0.5, smax[wires] + 0.5
-        ends[wires, 0] = mc[wires] + a_s * ux[wires]
-        ends[wires, 1] = mr[wires] + a_s * uy[wires]
-        ends[wires, 2] = mc[wires] + b_s * ux[wires]
-        ends[wires, 3] = mr[wires] + b_s * uy[wires]
+        ends[wires, 0] = pc[wires] + a_s * ux[wires]
+        ends[wires, 1] = pr[wires] + a_s * uy[wires]
+        ends[wires, 2] = pc[wires] + b_s * ux[wires]
+        ends[wires, 3] = pr[wires] + b_s * uy[wires]
 
     dx, dy = drift[o_t, 0], drift[o_t, 1]
     keep = cnt >= min_area_px
