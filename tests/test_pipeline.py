@@ -198,3 +198,37 @@ def test_pipeline_measures_swelling_with_the_shipped_network(tmp_path):
     truth = s.tracks.sort_values("width0_nm")
     np.testing.assert_allclose(big["swelling_rate_nm_s"], truth["swelling_rate_nm_s"], rtol=0.10)
     np.testing.assert_allclose(big["width_expansion_pct"], truth["width_expansion_pct"], atol=5.0)
+
+
+def test_mixed_image_and_diffraction_recording_on_one_time_axis(tmp_path):
+    """Image frames with bursts of SAED: both halves analysed, phases against the truth."""
+    from tem_operando.synth import make_session
+
+    s = make_session("session", n_frames=40, size_px=160, seed=5, dose_e_per_px=30.0)
+    path = write_session(s, tmp_path / "mixed.hspy")
+    summary = analyze(path, tmp_path / "res", _opts(chunk_frames=16), report=True)
+    assert summary["n_image_frames"] == 32 and summary["n_diffraction_frames"] == 8
+    store = ResultStore(tmp_path / "res")
+    frames, phases = store.read_table("frames"), store.read_table("phases")
+    assert frames["mode"].tolist() == list(s.mode)
+    assert frames.loc[frames["mode"] == "diffraction", "n_objects"].eq(0).all()
+    merged = phases.merge(s.phases[["frame", "best_phase"]], on="frame", suffixes=("", "_true"))
+    assert len(merged) == 8
+    assert (merged["best_phase"] == merged["best_phase_true"]).mean() >= 0.95, merged
+    assert (tmp_path / "res" / "plots" / "phase_timeline.png").is_file()
+
+
+def test_diffraction_calibrated_with_a_gold_frame(tmp_path):
+    from tem_operando.synth import saed_series
+
+    s = saed_series(12, (192, 192), sequence="Sn", inv_nm_per_px=0.07, calibration_frame="Au", rng=2, fps=1.0)
+    np.save(tmp_path / "saed.npy", s.frames)  # no calibration in the file
+    with pytest.raises(CalibrationError, match="--calibrate-with"):
+        analyze(tmp_path / "saed.npy", tmp_path / "a", _opts(fps=1.0, mode="diffraction"), report=False)
+    summary = analyze(tmp_path / "saed.npy", tmp_path / "b", _opts(fps=1.0, mode="diffraction", calibrate_with="Au"),
+                      report=False)
+    fit = summary["calibration_fit"]
+    assert fit["inv_nm_per_px"] == pytest.approx(0.07, rel=0.005)
+    phases = ResultStore(tmp_path / "b").read_table("phases")
+    ok = (phases["best_phase"].to_numpy()[1:] == s.phases["best_phase"].to_numpy()[1:]).mean()
+    assert ok >= 0.9

@@ -29,8 +29,8 @@ def add_arguments(syn: argparse.ArgumentParser) -> None:
     syn.add_argument("--dose", type=positive(float), default=20.0, metavar="E",
                      help="electron dose per pixel per frame, e-/px (default 20)")
     syn.add_argument("--nm-per-px", type=positive(float), default=1.0, metavar="X", help="pixel size, nm (default 1)")
-    syn.add_argument("--inv-nm-per-px", type=positive(float), default=0.04, metavar="Q",
-                     help="diffraction pixel size, 1/nm (default 0.04)")
+    syn.add_argument("--inv-nm-per-px", type=positive(float), default=0.08, metavar="Q",
+                     help="diffraction pixel size, 1/nm (default 0.08: rings up to ~10 1/nm on 256 px)")
     syn.add_argument("--fps", type=positive(float), default=2.0, metavar="F", help="frames per second (default 2)")
     syn.add_argument("--contrast", choices=("bright-field", "dark-field"), default="bright-field")
     syn.add_argument("--sequence", default="Sn", metavar="NAME",

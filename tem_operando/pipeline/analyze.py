@@ -185,17 +185,57 @@ def image_stage(rec, spec: ChunkSpec, frames: np.ndarray, index: np.ndarray, tim
 
 def diffraction_stage(rec, spec: ChunkSpec, frames: np.ndarray, index: np.ndarray,
                       time_s: np.ndarray) -> dict[str, Any]:
-    """Radial profiles, phase fractions and rings of a chunk's diffraction frames."""
-    from ..diffraction import analyze_patterns
+    """Radial profiles, phase fractions and rings of a chunk's diffraction frames.
 
-    inv = spec.params.get("inv_nm_per_px_fitted") or rec.inv_nm_per_px
-    if not (inv and math.isfinite(inv) and inv > 0):
-        raise CalibrationError(rec.path, "diffraction frames but no calibration (1/nm per pixel); give it with "
-                               "--inv-nm-per-px Q or fit it with --calibrate-with Au")
+    Every chunk starts from a copy of the analyser prepared once for the recording, so a
+    chunk's result depends only on its own frames (same tables whatever ran the chunks).
+    """
+    import copy
+
+    prepared = spec.params.get("_diffraction")
+    if prepared is None:
+        raise CalibrationError(rec.path, "diffraction frames but no diffraction set-up; give --inv-nm-per-px Q "
+                               "or --calibrate-with Au")
     t0 = time.perf_counter()
-    phases, rings = analyze_patterns(frames, inv_nm_per_px=inv, phases=spec.params.get("phases"),
-                                     frame=index, time_s=time_s)
+    phases, rings = copy.deepcopy(prepared).process(frames, frame_index=index, time_s=time_s)
     return {"phases": phases, "rings": rings, "_stage_s": {"diffraction_s": time.perf_counter() - t0}}
+
+
+def first_diffraction_frames(input_path: Path, open_kwargs: dict, k: int = 16) -> np.ndarray | None:
+    """The first ``k`` diffraction frames of a recording (None if it has none)."""
+    from ..io import open_recording
+
+    found = []
+    with open_recording(input_path, **open_kwargs) as rec:
+        for chunk in rec.iter_chunks(32):
+            found.extend(chunk.frames[chunk.mode == "diffraction"])
+            if len(found) >= k:
+                break
+    return np.stack(found[:k]) if found else None
+
+
+def prepare_diffraction(input_path: Path, open_kwargs: dict, info: dict, opts: AnalyzeOptions,
+                        phase_names: list[str]):
+    """Centre, ellipse, calibration and unmixing design, fitted once on the first diffraction frames."""
+    from ..diffraction import PatternAnalyzer
+
+    frames = first_diffraction_frames(input_path, open_kwargs)
+    if frames is None:
+        return None, {}
+    inv = info["inv_nm_per_px"] if math.isfinite(info["inv_nm_per_px"] or math.nan) else None
+    if inv is None and not opts.calibrate_with:
+        raise CalibrationError(input_path, "diffraction frames but no calibration (1/nm per pixel); give it with "
+                               "--inv-nm-per-px Q or fit it with --calibrate-with Au")
+    an = PatternAnalyzer(inv_nm_per_px=None if opts.calibrate_with else inv, phases=phase_names,
+                         calibrate_with=opts.calibrate_with, path=str(input_path))
+    setup = an.prepare(frames)
+    cal = setup.calibration
+    facts = {"inv_nm_per_px_used": float(cal.inv_nm_per_px)}
+    if opts.calibrate_with:
+        facts["calibration_fit"] = {"standard": opts.calibrate_with, "inv_nm_per_px": float(cal.inv_nm_per_px),
+                                    "uncertainty_inv_nm_per_px": float(cal.uncertainty_inv_nm_per_px),
+                                    "n_rings": int(cal.n_rings)}
+    return an, facts
 
 
 def chunk_job(spec: ChunkSpec, start: int, stop: int) -> dict[str, Any]:
@@ -394,8 +434,11 @@ def prepare(input_path: str | os.PathLike, out: str | os.PathLike, opts: Analyze
     store.start(input=str(input_path.resolve()), input_sha256=sha, model=model_name, model_sha256=model_sha,
                 phases=phase_names, software_version=__version__, parameters=params, **info)
     store.open_masks(max_frames or info["frames"], tuple(info["frame_shape"]))
+    analyzer, dfacts = prepare_diffraction(input_path, open_kwargs, info, opts, phase_names)
+    if dfacts:
+        store.update_summary(**dfacts)
     spec = ChunkSpec(input_path=str(input_path.resolve()), results_dir=str(folder.resolve()),
-                     open_kwargs=open_kwargs, params={**params, "phases": phase_names})
+                     open_kwargs=open_kwargs, params={**params, "phases": phase_names, "_diffraction": analyzer})
     return Run(store=store, info=info, spec=spec, opts=opts, phase_names=phase_names, t_start=t_start)
 
 

@@ -67,7 +67,7 @@ def mixed_session(n_frames: int = 80, shape: tuple[int, int] = (256, 256), *, ev
 
 
 def make_session(kind: str = "mixed", *, n_frames: int = 60, size_px: int = 256, seed: int | None = 0,
-                 dose_e_per_px: float = 20.0, nm_per_px: float = 1.0, inv_nm_per_px: float = 0.04,
+                 dose_e_per_px: float = 20.0, nm_per_px: float = 1.0, inv_nm_per_px: float = 0.08,
                  fps: float = 2.0, contrast: str = "bright-field", sequence: str = "Sn") -> Session:
     """One entry point for the ``synth`` command: a scene by name.
 
