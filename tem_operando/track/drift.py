@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
-from scipy import ndimage
 
 __all__ = ["DriftState", "estimate_drift"]
 
@@ -33,8 +33,8 @@ class DriftState:
 def _prepare(frame: np.ndarray, sigma_lo: float, sigma_hi: float, window: np.ndarray) -> np.ndarray:
     f = np.asarray(frame, dtype=np.float32)
     f = np.where(np.isfinite(f), f, np.nanmean(f) if np.isfinite(f).any() else 0.0)
-    f = ndimage.median_filter(f, size=3)  # hot and dead pixels are fixed in the detector frame
-    band = ndimage.gaussian_filter(f, sigma_lo) - ndimage.gaussian_filter(f, sigma_hi)
+    f = cv2.medianBlur(np.ascontiguousarray(f), 3)  # hot and dead pixels are fixed in the detector frame
+    band = cv2.GaussianBlur(f, (0, 0), sigma_lo) - cv2.GaussianBlur(f, (0, 0), sigma_hi)
     band -= band.mean()
     return band * window
 
@@ -49,7 +49,7 @@ def _register(ref: np.ndarray, mov: np.ndarray, upsample: int) -> tuple[np.ndarr
 def estimate_drift(
     frames: np.ndarray,
     *,
-    upsample: int = 20,
+    upsample: int = 10,
     sigma_lo_px: float = 1.5,
     sigma_hi_px: float = 12.0,
     key_every: int = 50,
