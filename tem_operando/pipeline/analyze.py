@@ -154,7 +154,12 @@ def image_stage(rec, spec: ChunkSpec, frames: np.ndarray, index: np.ndarray, tim
     t0 = time.perf_counter()
     anchor = _anchor(rec, start)
     stack = frames if anchor is None else np.concatenate([anchor[1][None], frames])
-    drift_px = estimate_drift(stack)
+    from threadpoolctl import threadpool_limits
+
+    # one BLAS thread: a multi-threaded matrix product may round differently with another thread
+    # count, and results must not depend on which scheduler or machine ran the chunk
+    with threadpool_limits(limits=1, user_api="blas"):
+        drift_px = estimate_drift(stack)
     if anchor is not None:
         drift_px = drift_px[1:]
     timings["drift_s"] = time.perf_counter() - t0
