@@ -182,6 +182,7 @@ def test_follow_analyses_frames_as_they_arrive(tmp_path):
     f = ResultStore(tmp_path / "res").read_table("frames")
     assert f["frame"].tolist() == list(range(20))
     assert summary["status"] == "complete" and summary["latency_s_median"] is not None
+    assert ResultStore(tmp_path / "res").read_masks()[0].shape == (20, 128, 128)
 
 
 def test_pipeline_measures_swelling_with_the_shipped_network(tmp_path):

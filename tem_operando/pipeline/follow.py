@@ -106,6 +106,11 @@ def follow(input_path: str | os.PathLike, out: str | os.PathLike, opts: AnalyzeO
     from .context import sha256_of
 
     run.info["frames"] = done_to
+    import zarr
+
+    masks = zarr.open_group(str(run.store.folder / "masks.zarr"), mode="r+")
+    for name in ("classes", "instances"):  # the capacity given at the start → the frames that came
+        masks[name].resize((done_to,) + tuple(masks[name].shape[1:]))
     extra = {"follow": True, "latency_s_median": float(np.median(latencies)) if latencies else None,
              "latency_s_max": float(np.max(latencies)) if latencies else None,
              "every_nth_changes": nth_changes, "final_input_sha256": sha256_of(path)}
