@@ -302,7 +302,7 @@ def chain_drift(image_frames: pd.DataFrame) -> pd.DataFrame:
 def finalize(store: ResultStore, ranges, rec_info: dict, opts: AnalyzeOptions, phase_names: list[str]) -> dict:
     """Tables from the chunks' outputs: drift, linking, kinetics, phases, context; then plots."""
     from ..kinetics import analyze_kinetics
-    from ..track import link_objects, objects_table
+    from ..track import link_objects
 
     folder = store.folder
     nm = rec_info["nm_per_px"]
@@ -349,7 +349,9 @@ def finalize(store: ResultStore, ranges, rec_info: dict, opts: AnalyzeOptions, p
     frames = frames.drop(columns=[c for c in ("drift_x_px", "drift_y_px") if c in frames])
 
     store.write_table("frames", frames)
-    store.write_table("objects", objects_table(linked) if not linked.empty else schema.empty("objects"))
+    # extra columns (instance label in masks.zarr, kind, wire axis ends) follow the contract's:
+    # the GUI and the corrections replay use them
+    store.write_table("objects", linked if not linked.empty else schema.empty("objects"))
     store.write_table("tracks", tracks)
     store.write_table("fronts", fronts)
 
@@ -456,6 +458,12 @@ def complete(run: Run, ranges: list[tuple[int, int]], records: list[dict], *, re
         for k, v in (r.get("stage_s") or {}).items():
             stage_s[k] = stage_s.get(k, 0.0) + v
     fin = finalize(run.store, ranges, run.info, run.opts, run.phase_names)
+    from ..results.corrections import apply_corrections
+
+    if any(True for _ in run.store.corrections()):
+        t0 = time.perf_counter()
+        apply_corrections(run.store)  # the user's corrections win over the new predictions
+        fin["timings"]["corrections_s"] = time.perf_counter() - t0
     if report:
         t0 = time.perf_counter()
         from ..report import build_report

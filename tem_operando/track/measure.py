@@ -304,6 +304,9 @@ def measure_objects(
             np.maximum.at(last_a, obj_of_bin[in_a], pos[in_a])
             np.minimum.at(first_b, obj_of_bin[in_b], pos[in_b])
             lump = (pos <= last_a[obj_of_bin]) | (pos >= first_b[obj_of_bin])
+            # never trim a whole object away: keep its pixels if the trim would leave < 4
+            left = np.bincount(obj_of_bin, weights=prof * ~lump, minlength=wires.size)
+            lump &= left[obj_of_bin] >= 4
             if not lump.any():
                 break
             sel = sel[~lump[gb]]

@@ -1,0 +1,229 @@
+"""The desktop app (pytest-qt, offscreen): open, play, paint, merge, relabel, undo, crash safety."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+pytest.importorskip("pytestqt")
+pytest.importorskip("pyqtgraph")
+
+ROOT = Path(__file__).resolve().parents[1]
+try:
+    import tem_operando_gui  # noqa: F401
+except ImportError:  # an editable install made before gui/ was a package root
+    sys.path.insert(0, str(ROOT / "gui"))
+
+from test_corrections import make_results
+
+from tem_operando.results import ResultStore
+from tem_operando.results import corrections as corr
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    return make_results(tmp_path_factory.mktemp("gui"), n_frames=14, size=128)
+
+
+@pytest.fixture
+def folder(pristine, tmp_path):
+    shutil.copytree(pristine, tmp_path / "res")
+    return tmp_path / "res"
+
+
+@pytest.fixture
+def window(folder, qtbot, tmp_path):
+    from qtpy import QtCore
+    from tem_operando_gui.app import MainWindow
+
+    settings = QtCore.QSettings(str(tmp_path / "gui.ini"), QtCore.QSettings.Format.IniFormat)
+    win = MainWindow(folder, settings=settings, ask=False)
+    qtbot.addWidget(win)
+    win.show()
+    return win
+
+
+def _free_point(model, r=5):
+    from scipy import ndimage
+
+    _, i = model.masks()
+    ys, xs = np.nonzero(ndimage.binary_erosion(i == 0, iterations=r + 14))
+    return float(xs[len(xs) // 2]), float(ys[len(ys) // 2])
+
+
+def test_model_without_qt(folder):
+    from tem_operando_gui.models import ReviewModel, review_queue
+
+    m = ReviewModel(folder)
+    seen = []
+    m.frame_changed.connect(seen.append)
+    m.step(2)
+    m.jump_to_time(m.time_of(5))
+    assert seen == [2, 5]
+    assert m.frame_image().shape == tuple(m.frame_shape)
+    q = review_queue(m.tables["frames"].assign(confidence=np.linspace(0.2, 1, len(m.tables["frames"]))))
+    assert 0 in set(q["frame"])
+    assert "qtpy" not in sys.modules or True  # the model module itself imports no Qt
+    import tem_operando_gui.models as mm
+
+    assert "qtpy" not in mm.__dict__ and "QtCore" not in mm.__dict__
+
+
+def test_open_play_paint_merge_relabel_undo(window, qtbot, folder):
+    m = window.model
+    store = ResultStore(folder)
+    assert window.video.image.image is not None
+    # play: the timer advances frames
+    m.speed = 64.0
+    m.set_playing(True)
+    qtbot.waitUntil(lambda: m.current >= 3, timeout=5000)
+    m.set_playing(False)
+    # step with the keyboard-equivalent actions
+    m.set_frame(4)
+    assert window.transport.slider.value() == 4
+    # paint a reacted blob with the brush tool through the view
+    m.set_tool("brush")
+    x, y = _free_point(m)
+    n_here = len(store.read_table("objects").query("frame == 4"))
+    window.video.stroke_start(x, y)
+    window.video.stroke_add(x, y)
+    window.video.stroke_add(x + 3, y + 1)
+    window.video.stroke_finish()
+    j = list(store.corrections())
+    assert [e["kind"] for e in j] == ["paint"] and j[0]["frame"] == 4 and j[0]["cls"] == 2
+    assert len(store.read_table("objects").query("frame == 4")) == n_here + 1
+    assert m.masks()[0][int(y), int(x)] == 2
+    n_tracks = len(store.read_table("tracks"))
+    # merge two tracks
+    tr = m.tables["tracks"].sort_values("n_frames", ascending=False)
+    a, b = (int(t) for t in tr["track_id"].iloc[:2])
+    m.select(a)
+    window.tools.merge_with.setValue(b)
+    window.tools.merge_btn.click()
+    ids = set(store.read_table("tracks")["track_id"])
+    assert a in ids and b not in ids
+    assert window.tracks.dfm.rowCount() == len(ids)
+    # relabel a phase on a frame that has a phases row
+    ph = store.read_table("phases")
+    f = int(ph["frame"].iloc[0])
+    other = [c[5:] for c in ph.columns if c.startswith("frac_") and c[5:] != ph["best_phase"].iloc[0]][0]
+    m.relabel_phase(other, frame=f)
+    assert store.read_table("phases").set_index("frame").loc[f, "best_phase"] == other
+    # undo (Ctrl+Z) twice: the relabel and the merge go; the paint stays
+    qtbot.keyClick(window, "z", modifier=__import__("qtpy").QtCore.Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: [e["kind"] for e in store.corrections()][-1] == "undo", timeout=3000)
+    m.undo()
+    assert store.read_table("phases").set_index("frame").loc[f, "best_phase"] == ph.set_index("frame").loc[f, "best_phase"]
+    assert b in set(store.read_table("tracks")["track_id"])
+    assert len(store.read_table("tracks")) == n_tracks
+    kinds = [e["kind"] for e in store.corrections()]
+    assert kinds == ["paint", "merge_tracks", "relabel_phase", "undo", "undo"]
+    # the tables equal a fresh replay of the journal
+    before = store.path("tracks.csv").read_bytes()
+    corr.recompute(ResultStore(folder))
+    assert store.path("tracks.csv").read_bytes() == before
+
+
+def test_exports(window, tmp_path):
+    from tem_operando_gui.export import export_annotations, export_movie, export_png, export_tables
+
+    m = window.model
+    m.set_frame(2)
+    x, y = _free_point(m)
+    m.paint([(x, y)], cls=2, radius=4)
+    ann = export_annotations(m, tmp_path / "ann")
+    assert (ann / "frames.npz").is_file()
+    assert len(export_tables(m, tmp_path / "csv")) >= 4
+    assert export_png(window.video, tmp_path / "v.png").stat().st_size > 1000
+    assert export_movie(m, tmp_path / "m.gif", frames=range(4)).stat().st_size > 1000
+    assert export_movie(m, tmp_path / "m.mp4", frames=range(4)).stat().st_size > 1000
+
+
+def test_settings_remembered(folder, qtbot, tmp_path):
+    from qtpy import QtCore
+    from tem_operando_gui.app import MainWindow
+
+    ini = str(tmp_path / "s.ini")
+    win = MainWindow(folder, settings=QtCore.QSettings(ini, QtCore.QSettings.Format.IniFormat), ask=False)
+    qtbot.addWidget(win)
+    win.tools.radius_box.setValue(9.5)
+    win.overlay_boxes["masks"].setChecked(False)
+    win.close()
+    win2 = MainWindow(folder, settings=QtCore.QSettings(ini, QtCore.QSettings.Format.IniFormat), ask=False)
+    qtbot.addWidget(win2)
+    assert win2.model.brush_radius == 9.5 and not win2.video.show["masks"]
+
+
+def test_open_recording_analyses_in_a_worker(tmp_path, qtbot):
+    from qtpy import QtCore
+    from tem_operando_gui.app import MainWindow
+
+    from tem_operando.synth import make_session, write_session
+
+    rec = write_session(make_session("particles", n_frames=6, size_px=96, seed=1), tmp_path / "r.hspy")
+    win = MainWindow(settings=QtCore.QSettings(str(tmp_path / "a.ini"), QtCore.QSettings.Format.IniFormat), ask=False)
+    qtbot.addWidget(win)
+    win.open_path(rec)
+    assert win.worker is not None
+    with qtbot.waitSignal(win.worker.done, timeout=60000):
+        pass
+    qtbot.waitUntil(lambda: win.model is not None, timeout=5000)
+    assert win.model.n_frames == 6
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import os, sys, time
+    sys.path.insert(0, {gui!r})
+    os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    from qtpy import QtCore, QtWidgets
+    from tem_operando_gui.app import MainWindow
+    app = QtWidgets.QApplication([])
+    win = MainWindow({folder!r}, settings=QtCore.QSettings({ini!r}, QtCore.QSettings.Format.IniFormat), ask=False)
+    m = win.model
+    m.set_frame(3)
+    def hang(*a, **k):   # die mid-edit: after the journal, before the tables are rewritten
+        print("JOURNALED", flush=True)
+        time.sleep(600)
+    m.corrector.recompute = hang
+    m.paint([({x}, {y})], cls=2, radius=4)
+""")
+
+
+def test_killed_mid_edit_loses_nothing(folder, tmp_path):
+    from tem_operando_gui.models import ReviewModel
+
+    m0 = ReviewModel(folder)
+    m0.set_frame(3)
+    x, y = _free_point(m0)
+    m0.close()
+    before = (folder / "objects.csv").read_bytes()
+    script = KILL_SCRIPT.format(gui=str(ROOT / "gui"), folder=str(folder), ini=str(tmp_path / "k.ini"), x=x, y=y)
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        t0 = time.time()
+        while "JOURNALED" not in line and time.time() - t0 < 60:
+            line = p.stdout.readline()
+            if not line and p.poll() is not None:
+                raise AssertionError(p.stderr.read())
+        os.kill(p.pid, signal.SIGKILL)
+    finally:
+        p.wait(10)
+    assert p.returncode == -signal.SIGKILL
+    assert (folder / "objects.csv").read_bytes() == before  # killed before the tables were rewritten
+    m = ReviewModel(folder)
+    assert [e["kind"] for e in m.store.corrections()] == ["paint"]
+    m.apply()  # reopening replays the journal
+    m.set_frame(3)
+    assert m.masks()[0][int(y), int(x)] == 2
+    assert 3 in set(m.tables["frames"].query("corrected")["frame"])
