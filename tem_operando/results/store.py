@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -22,30 +21,13 @@ import numpy as np
 import pandas as pd
 
 from .. import schema
+from .._json import jsonable as _jsonable
 from ..errors import TemOperandoError
 
 TABLE_FILES = {name: f"{name}.csv" for name in schema.TABLES}
 SUMMARY = "summary.json"
 MASKS = "masks.zarr"
 JOURNAL = "corrections.jsonl"
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return None if not math.isfinite(float(obj)) else float(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -64,6 +64,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from .._json import jsonable as _jsonable
 from .session import Session
 
 __all__ = [
@@ -585,23 +586,6 @@ def spec_from_dict(d: dict[str, Any]) -> ObjectSpec:
     else:
         d["center_nm"] = tuple(d["center_nm"])
     return cls(**d)
-
-
-def _jsonable(obj: Any) -> Any:
-    """Convert numpy scalars/arrays and tuples to JSON types (non-finite floats → None)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io.readers import OWN_KEY
+from .._json import jsonable as _jsonable
 from .session import Session
 
 #: format name → file extension (folders have none)
@@ -39,26 +40,6 @@ FORMATS = {
     "gatan": "",            # folder: Hour_00/Minute_00/Second_00/..._Frame_0000.dm4
     "folder": "",           # folder of single-frame .tif files
 }
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        return None if not math.isfinite(float(obj)) else float(obj)
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    if hasattr(obj, "__dataclass_fields__"):
-        from dataclasses import asdict
-
-        return _jsonable(asdict(obj))
-    return obj
 
 
 def own_metadata(session: Session) -> dict:
