@@ -11,6 +11,7 @@ import pandas as pd
 from ..results import ResultStore
 
 MAX_KYMO_FRAMES = 400
+MAX_TRACK_FIGURES = 24
 
 
 def _plt():
@@ -128,7 +129,10 @@ def write_all(folder: Path) -> list[Path]:
 
     from .kinetics_plots import kymograph, plot_front, plot_kymograph, plot_swelling
 
-    for _, tr in tracks.iterrows():
+    # per-track figures for the tracks that last (short-lived fragments stay in the tables only)
+    n_img = max(1, int((frames["mode"] == "image").sum()))
+    shown = tracks[tracks["n_frames"] >= max(3, 0.2 * n_img)].sort_values("n_frames", ascending=False)
+    for _, tr in shown.head(MAX_TRACK_FIGURES).iterrows():
         tid = int(tr["track_id"])
         fig = plot_swelling(objects, tr)
         fig = fig if hasattr(fig, "savefig") else fig[0]
