@@ -1,0 +1,347 @@
+"""Training and evaluation data: synthetic sessions, annotation sets, pre-generated shards.
+
+Three sources feed :mod:`tem_operando.segment.train` through one in-memory form, a
+:class:`FrameSet` of frames (counts), classes and instances:
+
+* **synthetic shards** -- :func:`generate_shards` renders many short random sessions with
+  :func:`tem_operando.synth.image_series` (random scene, dose, pixel size, contrast, background,
+  blur, drift) and writes ``shard_XXXX.npz`` files; run it in the background before training so
+  rendering never slows training down;
+* **synthetic sessions on disk** -- a recording plus its ``<stem>_truth/`` folder
+  (``tem-operando synth``);
+* **annotation sets** -- the folder format of ``datasets/README.md`` (what the GUI exports).
+
+Training seeds and evaluation seeds never overlap: :data:`EVAL_SEED_OFFSET`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import TemOperandoError
+
+#: seeds of held-apart evaluation sessions start here; training seeds stay below
+EVAL_SEED_OFFSET = 1_000_000
+#: annotation-set format version written to and checked in ``annotation.json``
+ANNOTATION_FORMAT = "tem-operando-annotations/1"
+
+
+@dataclass
+class FrameSet:
+    """Frames with their ground truth, all in memory.
+
+    Attributes
+    ----------
+    frames : ndarray, (n, Y, X), float32
+        Detector counts (electrons per pixel for synthetic data).
+    classes : ndarray, (n, Y, X), uint8
+        0 background, 1 pristine, 2 reacted.
+    instances : ndarray, (n, Y, X), uint32
+        Instance labels per frame, 0 = none.
+    dose : ndarray, (n,), float
+        Mean dose per frame, e⁻/px (NaN if unknown).
+    nm_per_px : ndarray, (n,), float
+        Pixel size of each frame, nm/px.
+    source : list of str
+        Where each frame comes from (file or shard and frame index).
+    """
+
+    frames: np.ndarray
+    classes: np.ndarray
+    instances: np.ndarray
+    dose: np.ndarray
+    nm_per_px: np.ndarray
+    source: list
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+    def subset(self, idx) -> FrameSet:
+        idx = np.asarray(idx, dtype=int)
+        return FrameSet(self.frames[idx], self.classes[idx], self.instances[idx], self.dose[idx],
+                        self.nm_per_px[idx], [self.source[i] for i in idx])
+
+
+def concat(sets: list[FrameSet]) -> FrameSet:
+    """Concatenate frame sets of the same frame shape."""
+    if not sets:
+        raise TemOperandoError("no training frames were found in the given data")
+    return FrameSet(np.concatenate([s.frames for s in sets]), np.concatenate([s.classes for s in sets]),
+                    np.concatenate([s.instances for s in sets]), np.concatenate([s.dose for s in sets]),
+                    np.concatenate([s.nm_per_px for s in sets]), [x for s in sets for x in s.source])
+
+
+# --------------------------------------------------------------------------------------------
+# Random synthetic recipe
+# --------------------------------------------------------------------------------------------
+
+
+def random_recipe(seed: int, *, dose: float | None = None, size: int = 256) -> dict:
+    """The random ``image_series`` arguments of training/evaluation session ``seed``.
+
+    Scene mixed/wire/particles/empty, dose log-uniform 2–100 e⁻/px (unless ``dose`` is given),
+    nm_per_px log-uniform 0.5–3, bright-field 70 % / dark-field 30 %, background carbon/vacuum/
+    liquid, blur σ 0.5–2 px, random slow drift and sometimes a stage jump.
+    """
+    rng = np.random.default_rng([seed, 7])
+    scene = str(rng.choice(["mixed", "wire", "particles", "empty"], p=[0.45, 0.25, 0.25, 0.05]))
+    nm_per_px = float(math.exp(rng.uniform(math.log(0.5), math.log(3.0))))
+    drawn_dose = float(math.exp(rng.uniform(math.log(2), math.log(100))))  # always drawn: same scene at any dose
+    return dict(
+        scene=scene,
+        shape=(size, size),
+        nm_per_px=nm_per_px,
+        dose_e_per_px=float(dose) if dose is not None else drawn_dose,
+        contrast=str(rng.choice(["bright-field", "dark-field"], p=[0.7, 0.3])),
+        background=str(rng.choice(["carbon", "vacuum", "liquid"], p=[0.5, 0.25, 0.25])),
+        blur_px=float(rng.uniform(0.5, 2.0)),
+        drift_nm_per_s=None,
+        drift_jumps=int(rng.random() < 0.2),
+        rng=int(seed),
+    )
+
+
+def synthetic_frames(seed: int, n_frames: int = 6, *, dose: float | None = None, size: int = 256,
+                     **overrides) -> tuple[FrameSet, object]:
+    """Render one random session (see :func:`random_recipe`) as a :class:`FrameSet` and Session."""
+    from ..synth.images import image_series
+
+    kw = random_recipe(seed, dose=dose, size=size)
+    kw.update(overrides)
+    shape = kw.pop("shape")
+    s = image_series(n_frames, shape, **kw)
+    n = s.n_frames
+    fs = FrameSet(s.frames.astype(np.float32), s.classes.astype(np.uint8), s.instances.astype(np.uint32),
+                  np.asarray(s.dose_e_per_px, float), np.full(n, s.nm_per_px),
+                  [f"synthetic seed {seed} frame {i}" for i in range(n)])
+    return fs, s
+
+
+def generate_shards(out: str | os.PathLike, seeds: range | list, *, n_frames: int = 6, size: int = 256,
+                    per_shard: int = 40, progress: bool = True) -> list[Path]:
+    """Render random sessions and write them as ``shard_XXXXX.npz`` (skips shards already there).
+
+    Parameters
+    ----------
+    out : path-like
+        Output folder (created).
+    seeds : sequence of int
+        One session per seed (use seeds below :data:`EVAL_SEED_OFFSET` for training).
+    n_frames : int
+        Frames per session (the reaction runs through the whole session, so they span it).
+    size : int
+        Frame size, px.
+    per_shard : int
+        Sessions per shard.
+
+    Returns
+    -------
+    list of Path
+        The shard files.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = list(seeds)
+    paths = []
+    for k in range(0, len(seeds), per_shard):
+        chunk = seeds[k:k + per_shard]
+        path = out / f"shard_{chunk[0]:07d}_{len(chunk):03d}.npz"
+        paths.append(path)
+        if path.exists():
+            continue
+        sets = [synthetic_frames(s, n_frames, size=size)[0] for s in chunk]
+        fs = concat(sets)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, frames=fs.frames.astype(np.float16), classes=fs.classes,
+                 instances=fs.instances.astype(np.uint16), dose=fs.dose, nm_per_px=fs.nm_per_px,
+                 seeds=np.repeat(chunk, n_frames))
+        os.replace(tmp, path)
+        if progress:
+            print(f"{path.name}: {len(fs)} frames", flush=True)
+    return paths
+
+
+def load_shards(paths: list[Path]) -> FrameSet:
+    """Load ``shard_*.npz`` files written by :func:`generate_shards`."""
+    sets = []
+    for p in paths:
+        with np.load(p) as z:
+            n = z["frames"].shape[0]
+            sets.append(FrameSet(z["frames"].astype(np.float32), z["classes"], z["instances"].astype(np.uint32),
+                                 z["dose"], z["nm_per_px"], [f"{p.name}:{i}" for i in range(n)]))
+    return concat(sets)
+
+
+# --------------------------------------------------------------------------------------------
+# Folders given to `train --data` / `evaluate --data`
+# --------------------------------------------------------------------------------------------
+
+
+def is_annotation_set(path: Path) -> bool:
+    return (path / "annotation.json").is_file()
+
+
+def load_annotation_set(path: str | os.PathLike) -> FrameSet:
+    """Read an annotation set (format in ``datasets/README.md``).
+
+    Raises
+    ------
+    TemOperandoError
+        When ``annotation.json`` or the arrays are missing or inconsistent.
+    """
+    path = Path(path)
+    try:
+        info = json.loads((path / "annotation.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise TemOperandoError(f"{path}: not a readable annotation set ({exc})") from None
+    if info.get("format") != ANNOTATION_FORMAT:
+        raise TemOperandoError(f"{path}: annotation.json format is {info.get('format')!r}, "
+                               f"expected {ANNOTATION_FORMAT!r}")
+    try:
+        with np.load(path / "frames.npz") as z:
+            frames = z["frames"].astype(np.float32)
+            classes = z["classes"].astype(np.uint8)
+            instances = z["instances"].astype(np.uint32) if "instances" in z else None
+    except (OSError, KeyError, ValueError) as exc:
+        raise TemOperandoError(f"{path / 'frames.npz'}: cannot read frames/classes ({exc})") from None
+    if frames.ndim != 3 or frames.shape != classes.shape:
+        raise TemOperandoError(f"{path / 'frames.npz'}: frames {frames.shape} and classes {classes.shape} "
+                               "must both be (n, Y, X)")
+    if classes.max(initial=0) > 2:
+        raise TemOperandoError(f"{path / 'frames.npz'}: classes must be 0, 1 or 2")
+    if instances is None:
+        from scipy import ndimage
+
+        instances = np.stack([ndimage.label(c > 0)[0] for c in classes]).astype(np.uint32)
+    n = frames.shape[0]
+    nm = float(info.get("nm_per_px") or math.nan)
+    if not (nm > 0):
+        raise TemOperandoError(f"{path / 'annotation.json'}: nm_per_px is missing or not positive")
+    dose = np.asarray(info.get("dose_e_per_px", [math.nan] * n), float).reshape(-1)
+    if dose.size == 1:
+        dose = np.full(n, dose[0])
+    idx = info.get("frame_index", list(range(n)))
+    return FrameSet(frames, classes, instances, dose, np.full(n, nm),
+                    [f"{path.name}:{i}" for i in idx])
+
+
+def write_annotation_set(path: str | os.PathLike, frames: np.ndarray, classes: np.ndarray,
+                         instances: np.ndarray | None = None, *, nm_per_px: float,
+                         provenance: dict | None = None, dose_e_per_px=None,
+                         frame_index=None) -> Path:
+    """Write an annotation set (the GUI's export; format in ``datasets/README.md``)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    arrays = dict(frames=np.asarray(frames, np.float32), classes=np.asarray(classes, np.uint8))
+    if instances is not None:
+        arrays["instances"] = np.asarray(instances, np.uint32)
+    np.savez_compressed(path / "frames.npz", **arrays)
+    n = arrays["frames"].shape[0]
+    info = {"format": ANNOTATION_FORMAT, "nm_per_px": float(nm_per_px),
+            "frame_index": list(range(n)) if frame_index is None else [int(i) for i in frame_index],
+            "provenance": provenance or {}}
+    if dose_e_per_px is not None:
+        info["dose_e_per_px"] = np.asarray(dose_e_per_px, float).reshape(-1).tolist()
+    (path / "annotation.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+    return path
+
+
+def load_synthetic_session(path: str | os.PathLike, max_frames: int | None = None) -> tuple[FrameSet, object]:
+    """Frames of a synthetic recording on disk plus its ground truth (image frames only)."""
+    from ..io import open_recording
+    from ..synth.truth import load_truth
+
+    truth = load_truth(path)
+    if truth.classes is None:
+        raise TemOperandoError(f"{path}: its ground truth has no masks (no image frames)")
+    rec = open_recording(path)
+    try:
+        modes = np.asarray(truth.frames["mode"]) if "mode" in truth.frames else np.full(rec.n_frames, "image")
+        idx = np.flatnonzero(modes == "image")
+        if max_frames is not None and idx.size > max_frames:
+            idx = idx[np.linspace(0, idx.size - 1, max_frames).round().astype(int)]
+        frames = np.stack([np.asarray(rec.frame(int(i)), np.float32) for i in idx])
+    finally:
+        rec.close()
+    classes = np.asarray(truth.classes[...])[idx].astype(np.uint8)
+    instances = np.asarray(truth.instances[...])[idx].astype(np.uint32)
+    dose = (np.asarray(truth.frames["dose_e_per_px"], float)[idx] if "dose_e_per_px" in truth.frames
+            else np.full(idx.size, math.nan))
+    nm = float(truth.info.get("nm_per_px", math.nan))
+    return FrameSet(frames, classes, instances, dose, np.full(idx.size, nm),
+                    [f"{Path(path).name}:{i}" for i in idx]), truth
+
+
+def find_inputs(paths: list[str | os.PathLike]) -> list[tuple[str, Path]]:
+    """Classify ``--data`` arguments: ``("shards", dir)``, ``("annotation", dir)``, ``("synthetic", rec)``.
+
+    A folder may hold shards, be an annotation set, hold annotation sets, or hold synthetic
+    recordings (each with its ``<stem>_truth/`` folder).
+    """
+    found: list[tuple[str, Path]] = []
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            raise TemOperandoError(f"{p}: no such file or folder")
+        if p.is_dir() and is_annotation_set(p):
+            found.append(("annotation", p))
+            continue
+        if p.is_dir() and any(p.glob("shard_*.npz")):
+            found.append(("shards", p))
+            continue
+        if p.is_dir() and not p.name.endswith("_truth") and not (p / "truth.json").exists():
+            subs = sorted(q for q in p.iterdir() if not q.name.endswith("_truth") and not q.name.startswith("."))
+            inner = [q for q in subs if (q.is_dir() and is_annotation_set(q))
+                     or (q.parent / f"{q.name.split('.')[0]}_truth").is_dir() and q.suffix != ".json"]
+            if inner:
+                found.extend(find_inputs(inner))
+                continue
+        from ..synth.write import truth_dir
+
+        if (truth_dir(p) / "truth.json").is_file():
+            found.append(("synthetic", p))
+            continue
+        raise TemOperandoError(f"{p}: neither an annotation set (annotation.json), a folder of training "
+                               "shards (shard_*.npz) nor a synthetic recording with a <stem>_truth/ folder")
+    return found
+
+
+def load_inputs(paths: list[str | os.PathLike], max_frames_per_recording: int | None = None) -> FrameSet:
+    """Load every ``--data`` argument into one :class:`FrameSet` (frames cropped to a common size)."""
+    sets = []
+    for kind, p in find_inputs(paths):
+        if kind == "annotation":
+            sets.append(load_annotation_set(p))
+        elif kind == "shards":
+            sets.append(load_shards(sorted(p.glob("shard_*.npz"))))
+        else:
+            sets.append(load_synthetic_session(p, max_frames_per_recording)[0])
+    return concat(_common_shape(sets))
+
+
+def _common_shape(sets: list[FrameSet]) -> list[FrameSet]:
+    """Centre-crop (or reflect-pad) every set to the smallest common frame shape."""
+    if not sets:
+        return sets
+    ys = min(s.frames.shape[1] for s in sets)
+    xs = min(s.frames.shape[2] for s in sets)
+    out = []
+    for s in sets:
+        y0 = (s.frames.shape[1] - ys) // 2
+        x0 = (s.frames.shape[2] - xs) // 2
+        sl = (slice(None), slice(y0, y0 + ys), slice(x0, x0 + xs))
+        out.append(FrameSet(s.frames[sl], s.classes[sl], s.instances[sl], s.dose, s.nm_per_px, s.source))
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover - background cache generation
+    import sys
+
+    out_dir, first, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    generate_shards(out_dir, range(first, first + count))

@@ -1,0 +1,400 @@
+"""Training loop of the segmentation network (CPU or GPU), with resume and curves.
+
+:func:`train` takes a :class:`~tem_operando.segment.datasets.FrameSet`, splits off a validation
+set by source, and optimises a :class:`~tem_operando.segment.network.SegNet` on random
+augmented crops. Every epoch it writes a checkpoint (``MODEL.ckpt``: weights, optimiser,
+scheduler, RNG states, history), the curves (``MODEL_curves.csv`` / ``.png``), and at the end
+the model file and its card. Re-running the same command after an interruption resumes from the
+checkpoint and gives the same weights as an uninterrupted run (same seed, same data).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from .datasets import FrameSet
+from .normalise import normalise
+
+#: class weights of the cross-entropy (background, pristine, reacted)
+CLASS_WEIGHTS = (1.0, 1.5, 2.0)
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of a training run (stored in the checkpoint, the model and its card)."""
+
+    epochs: int = 20
+    steps_per_epoch: int = 200
+    batch: int = 12
+    crop: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    val_fraction: float = 0.05
+    max_val_frames: int = 64
+    width: int = 16
+    depth: int = 4
+    blocks: int = 2
+    threads: int = 2
+    boundary_px: int = 2
+    name: str = ""
+    init: str = ""  # model fine-tuned from ('' = from scratch)
+    extra: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# Targets and augmentation (numpy)
+# --------------------------------------------------------------------------------------------
+
+
+def boundary_target(instances: np.ndarray, radius: int = 2) -> np.ndarray:
+    """Object pixels within ``radius`` px of a *different* object: the seams between touching objects.
+
+    Parameters
+    ----------
+    instances : ndarray, (..., Y, X), int
+        Instance labels (0 = none).
+    radius : int
+        Half width of the seam, px.
+
+    Returns
+    -------
+    ndarray of bool, same shape
+    """
+    inst = np.asarray(instances).astype(np.int64)
+    size = [1] * (inst.ndim - 2) + [2 * radius + 1] * 2
+    big = np.where(inst > 0, inst, np.iinfo(np.int64).max)
+    hi = ndimage.maximum_filter(inst, size=size, mode="nearest")
+    lo = ndimage.minimum_filter(big, size=size, mode="nearest")
+    return (inst > 0) & ((hi > inst) | (lo < inst))
+
+
+def _augment(x: np.ndarray, c: np.ndarray, b: np.ndarray, rng: np.random.Generator):
+    """Random dihedral transform, gain/offset and a smooth illumination ramp (normalised units)."""
+    k = int(rng.integers(4))
+    x, c, b = (np.rot90(a, k) for a in (x, c, b))
+    if rng.random() < 0.5:
+        x, c, b = x[:, ::-1], c[:, ::-1], b[:, ::-1]
+    x = x * rng.uniform(0.8, 1.25) + rng.uniform(-0.15, 0.15)
+    if rng.random() < 0.5:
+        yy, xx = np.mgrid[0:x.shape[0], 0:x.shape[1]] / max(x.shape)
+        a = rng.uniform(0, 2 * np.pi)
+        x = x + rng.uniform(-0.3, 0.3) * (np.cos(a) * xx + np.sin(a) * yy - 0.5)
+    return np.ascontiguousarray(x, np.float32), np.ascontiguousarray(c), np.ascontiguousarray(b)
+
+
+def sample_batch(xn: np.ndarray, classes: np.ndarray, instances: np.ndarray, idx: np.ndarray,
+                 cfg: TrainConfig, rng: np.random.Generator):
+    """A batch of augmented random crops: inputs (B,1,c,c), classes (B,c,c), seams (B,c,c)."""
+    n, Y, X = xn.shape
+    cy, cx = min(cfg.crop, Y), min(cfg.crop, X)
+    xs, cs, bs = [], [], []
+    for i in rng.choice(idx, size=cfg.batch):
+        y0, x0 = int(rng.integers(0, Y - cy + 1)), int(rng.integers(0, X - cx + 1))
+        sl = (slice(y0, y0 + cy), slice(x0, x0 + cx))
+        b = boundary_target(instances[i][sl], cfg.boundary_px)
+        x, c, b = _augment(xn[i][sl].astype(np.float32), classes[i][sl], b, rng)
+        xs.append(x), cs.append(c), bs.append(b)
+    return np.stack(xs)[:, None], np.stack(cs).astype(np.int64), np.stack(bs).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Loss and metrics (torch)
+# --------------------------------------------------------------------------------------------
+
+
+def loss_fn(out, cls, seam):
+    """Weighted cross-entropy + soft Dice on objects and on reacted + BCE on seams."""
+    import torch
+    from torch.nn import functional as F
+
+    logits, blogit = out[:, :3], out[:, 3]
+    w = torch.tensor(CLASS_WEIGHTS, dtype=logits.dtype, device=logits.device)
+    ce = F.cross_entropy(logits, cls, weight=w)
+    p = logits.softmax(1)
+    dice = 0.0
+    for pred, tgt in ((1 - p[:, 0], (cls > 0).float()), (p[:, 2], (cls == 2).float())):
+        inter = (pred * tgt).sum()
+        dice = dice + 1 - (2 * inter + 1) / (pred.sum() + tgt.sum() + 1)
+    bce = F.binary_cross_entropy_with_logits(blogit, seam, pos_weight=torch.tensor(4.0, device=out.device))
+    return ce + 0.5 * dice + 0.5 * bce
+
+
+def iou(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Intersection over union of two boolean masks (NaN when both are empty)."""
+    u = np.logical_or(pred, truth).sum()
+    return float(np.logical_and(pred, truth).sum() / u) if u else float("nan")
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+
+def split_validation(data: FrameSet, fraction: float, seed: int, max_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train/validation frame indices, split by session (frames of one session stay together).
+
+    Groups are shard sessions (6 consecutive frames of a shard), recordings or annotation sets;
+    with fewer than 5 groups, frames are split one by one.
+    """
+    groups = np.array([s.rsplit(":", 1)[0] for s in data.source])
+    keys = np.array([f"{g}#{i // 6}" if g.startswith("shard_") else g for i, g in enumerate(groups)])
+    if np.unique(keys).size < 5:
+        keys = np.array([str(i) for i in range(len(data))])
+    uniq = np.unique(keys)
+    rng = np.random.default_rng([seed, 99])
+    n_val = max(1, int(round(fraction * len(uniq)))) if len(uniq) > 1 else 0
+    val_keys = set(rng.choice(uniq, size=n_val, replace=False)) if n_val else set()
+    is_val = np.array([k in val_keys for k in keys])
+    val = np.flatnonzero(is_val)
+    if val.size > max_frames:
+        val = np.sort(rng.choice(val, size=max_frames, replace=False))
+    train = np.flatnonzero(~is_val)
+    if train.size == 0:
+        train = np.arange(len(data))
+    return train, val
+
+
+def _validate(model, xn, classes, instances, val, radius):
+    import torch
+
+    if val.size == 0:
+        return dict(val_loss=float("nan"), val_iou_objects=float("nan"), val_iou_reacted=float("nan"))
+    model.eval()
+    losses, po, pr, to, tr = [], [], [], [], []
+    with torch.inference_mode():
+        for k in range(0, val.size, 8):
+            ii = val[k:k + 8]
+            x = torch.from_numpy(xn[ii].astype(np.float32))[:, None]
+            c = torch.from_numpy(classes[ii].astype(np.int64))
+            s = torch.from_numpy(boundary_target(instances[ii], radius).astype(np.float32))
+            out = model(x)
+            losses.append(float(loss_fn(out, c, s)) * len(ii))
+            pred = out[:, :3].argmax(1).numpy()
+            po.append(pred > 0), pr.append(pred == 2), to.append(classes[ii] > 0), tr.append(classes[ii] == 2)
+    model.train()
+    return dict(val_loss=sum(losses) / val.size,
+                val_iou_objects=iou(np.concatenate(po), np.concatenate(to)),
+                val_iou_reacted=iou(np.concatenate(pr), np.concatenate(tr)))
+
+
+def _rng_state(rng: np.random.Generator) -> str:
+    return json.dumps(rng.bit_generator.state)
+
+
+def train(data: FrameSet, out: str | os.PathLike, cfg: TrainConfig, *, restart: bool = False,
+          progress: bool = True, log=print) -> Path:
+    """Train (or fine-tune, ``cfg.init``) a network on ``data`` and write the model ``out``.
+
+    Parameters
+    ----------
+    data : FrameSet
+        Frames (counts) and ground truth.
+    out : path-like
+        Model file to write (``.pt``). Beside it: ``<stem>.ckpt``, ``<stem>_curves.csv``,
+        ``<stem>_curves.png`` and the card ``<stem>.MODEL_CARD.md``.
+    cfg : TrainConfig
+    restart : bool
+        Ignore an existing checkpoint instead of resuming from it.
+
+    Returns
+    -------
+    Path
+        The model file.
+    """
+    import torch
+
+    from .modelfile import build_from_file, load_model_file, save_model_file
+    from .network import SegNet
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out.with_suffix(".ckpt")
+    torch.set_num_threads(max(1, cfg.threads))
+    torch.manual_seed(cfg.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    name = cfg.name or out.stem
+
+    if cfg.init:
+        obj = load_model_file(cfg.init)
+        model = build_from_file(obj, cfg.init)
+        cfg.width, cfg.depth, cfg.blocks = (int(obj["config"][k]) for k in ("width", "depth", "blocks"))
+    else:
+        model = SegNet(cfg.width, cfg.depth, cfg.blocks)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total = cfg.epochs * cfg.steps_per_epoch
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total, 1),
+                                                pct_start=0.1 if not cfg.init else 0.02)
+    rng = np.random.default_rng(cfg.seed)
+    history: list[dict] = []
+    start_epoch = 0
+    if ckpt_path.is_file() and not restart:
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if json.loads(ck["config"]) == _cfg_key(cfg):
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["opt"])
+            sched.load_state_dict(ck["sched"])
+            rng.bit_generator.state = json.loads(ck["rng"])
+            torch.set_rng_state(ck["torch_rng"])
+            history = json.loads(ck["history"])
+            start_epoch = int(ck["epoch"])
+            log(f"resuming {out.name} from its checkpoint after epoch {start_epoch}")
+        else:
+            log(f"checkpoint {ckpt_path.name} belongs to other settings; starting afresh")
+
+    log(f"normalising {len(data)} frames …")
+    xn = normalise(data.frames).astype(np.float16)
+    train_idx, val_idx = split_validation(data, cfg.val_fraction, cfg.seed, cfg.max_val_frames)
+    log(f"{train_idx.size} training frames, {val_idx.size} validation frames; "
+        f"{cfg.epochs} epochs × {cfg.steps_per_epoch} steps of {cfg.batch} crops of {cfg.crop} px")
+
+    t0 = time.perf_counter()
+    for epoch in range(start_epoch, cfg.epochs):
+        losses = []
+        for _ in _progress(range(cfg.steps_per_epoch), f"epoch {epoch + 1}/{cfg.epochs}", progress):
+            x, c, s = sample_batch(xn, data.classes, data.instances, train_idx, cfg, rng)
+            loss = loss_fn(model(torch.from_numpy(x)), torch.from_numpy(c), torch.from_numpy(s))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+        row = dict(epoch=epoch + 1, step=(epoch + 1) * cfg.steps_per_epoch, train_loss=float(np.mean(losses)),
+                   lr=float(sched.get_last_lr()[0]), elapsed_s=time.perf_counter() - t0)
+        row.update(_validate(model, xn, data.classes, data.instances, val_idx, cfg.boundary_px))
+        history.append(row)
+        _write_curves(out, history)
+        _save_checkpoint(ckpt_path, model, opt, sched, rng, cfg, history, epoch + 1)
+        # the latest weights are always usable as a model (load with verify=False: no card yet)
+        save_model_file(out.with_name(out.stem + ".latest.pt"), model, name=name,
+                        training=_training_info(cfg, data, history))
+        log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+
+    model.eval()
+    sha = save_model_file(out, model, name=name, training=_training_info(cfg, data, history))
+    write_card(out, sha, cfg, data, history)
+    latest = out.with_name(out.stem + ".latest.pt")
+    if latest.exists():
+        latest.unlink()
+    log(f"wrote {out} (sha256 {sha}) and {out.with_name(out.stem + '.MODEL_CARD.md').name}")
+    return out
+
+
+def _cfg_key(cfg: TrainConfig) -> dict:
+    d = asdict(cfg)
+    d.pop("threads", None)
+    return json.loads(json.dumps(d))
+
+
+def _save_checkpoint(path, model, opt, sched, rng, cfg, history, epoch):
+    import torch
+
+    obj = dict(model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), rng=_rng_state(rng),
+               torch_rng=torch.get_rng_state(), history=json.dumps(history),
+               config=json.dumps(_cfg_key(cfg)), epoch=epoch)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _training_info(cfg: TrainConfig, data: FrameSet, history: list[dict]) -> dict:
+    last = history[-1] if history else {}
+    return {"config": json.dumps(_cfg_key(cfg)), "n_frames": len(data),
+            "epochs_done": len(history),
+            "val_iou_objects": float(last.get("val_iou_objects", math.nan)),
+            "val_iou_reacted": float(last.get("val_iou_reacted", math.nan))}
+
+
+def _progress(it, desc: str, enabled: bool):
+    if not enabled:
+        return it
+    try:
+        from rich.progress import track
+
+        return track(it, description=desc, transient=True)
+    except ImportError:  # pragma: no cover
+        return it
+
+
+def _write_curves(out: Path, history: list[dict]) -> None:
+    import pandas as pd
+
+    df = pd.DataFrame(history)
+    csv = out.with_name(out.stem + "_curves.csv")
+    df.to_csv(csv.with_name(csv.name + ".tmp"), index=False)
+    os.replace(csv.with_name(csv.name + ".tmp"), csv)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover
+        return
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    a.plot(df["epoch"], df["train_loss"], label="train")
+    a.plot(df["epoch"], df["val_loss"], label="validation")
+    a.set_xlabel("epoch"), a.set_ylabel("loss"), a.legend()
+    b.plot(df["epoch"], df["val_iou_objects"], label="objects")
+    b.plot(df["epoch"], df["val_iou_reacted"], label="reacted")
+    b.set_xlabel("epoch"), b.set_ylabel("validation IoU"), b.set_ylim(0, 1), b.legend()
+    fig.tight_layout()
+    fig.savefig(out.with_name(out.stem + "_curves.png"), dpi=90)
+    plt.close(fig)
+
+
+def write_card(out: Path, sha: str, cfg: TrainConfig, data: FrameSet, history: list[dict],
+               metrics_md: str = "") -> Path:
+    """Write ``<stem>.MODEL_CARD.md``: architecture, data, recipe, validation metrics, sha256."""
+    from .network import SegNet, n_parameters
+
+    last = history[-1] if history else {}
+    n_par = n_parameters(SegNet(cfg.width, cfg.depth, cfg.blocks))
+    doses = data.dose[np.isfinite(data.dose)]
+    nms = data.nm_per_px[np.isfinite(data.nm_per_px)]
+    text = f"""# Model card: {cfg.name or out.stem}
+
+- file: `{out.name}`
+- sha256: `{sha}`
+- format: `tem-operando-segnet/1` (torch.save of a plain dict; load with `torch.load(weights_only=True)`)
+- classes: 0 background, 1 pristine, 2 reacted; plus a seam (touching-objects boundary) output
+
+## Architecture
+Compact U-Net `SegNet(width={cfg.width}, depth={cfg.depth}, blocks={cfg.blocks})`, {n_par:,} parameters:
+2×2 pixel-unshuffle stem, stride-2 3×3 convolutions and depthwise-separable residual blocks per
+level, bilinear up-sampling with skip connections, pixel-shuffle head to 4 channels at full
+resolution. Input: the frame normalised per frame (median, 1–99 % range of the 4×4-binned frame).
+
+## Training data
+{len(data)} frames of {data.frames.shape[1]}×{data.frames.shape[2]} px;
+dose {doses.min() if doses.size else float('nan'):.3g}–{doses.max() if doses.size else float('nan'):.3g} e⁻/px,
+pixel size {nms.min() if nms.size else float('nan'):.3g}–{nms.max() if nms.size else float('nan'):.3g} nm/px.
+{('Fine-tuned from `' + Path(cfg.init).name + '`.') if cfg.init else 'Trained from scratch.'}
+
+## Recipe
+```json
+{json.dumps(_cfg_key(cfg), indent=2)}
+```
+Loss: weighted cross-entropy (weights {CLASS_WEIGHTS}) + 0.5 soft Dice (objects, reacted) + 0.5
+BCE on seams (positive weight 4). AdamW, one-cycle learning rate. Augmentation: random crops,
+dihedral transforms, gain/offset, illumination ramps.
+
+## Validation (held-out sessions of the training data, last epoch)
+- loss {last.get('val_loss', float('nan')):.4f}
+- IoU objects (pristine ∪ reacted) {last.get('val_iou_objects', float('nan')):.3f}
+- IoU reacted {last.get('val_iou_reacted', float('nan')):.3f}
+- epochs {len(history)}, training time {last.get('elapsed_s', float('nan')) / 60:.1f} min
+
+{metrics_md}
+"""
+    card = out.with_name(out.stem + ".MODEL_CARD.md")
+    card.write_text(text, encoding="utf-8")
+    return card

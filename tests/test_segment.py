@@ -1,0 +1,338 @@
+"""Segmentation: shapes, tiling, determinism, training, model files, baseline, CLI.
+
+Everything here uses tiny models trained in seconds; the shipped model's science check is in
+``test_segment_shipped.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tem_operando.errors import TemOperandoError
+from tem_operando.segment.datasets import (
+    concat,
+    load_annotation_set,
+    synthetic_frames,
+    write_annotation_set,
+)
+from tem_operando.segment.modelfile import ModelFileError, load_model_file, save_model_file
+from tem_operando.segment.train import TrainConfig, iou, train
+
+TINY = dict(width=4, depth=2, blocks=1, batch=4, crop=64, steps_per_epoch=6, epochs=2, threads=1)
+
+
+@pytest.fixture(scope="module")
+def small_data():
+    return concat([synthetic_frames(s, 4, size=96)[0] for s in (11, 12, 13)])
+
+
+@pytest.fixture(scope="module")
+def tiny_model(small_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny") / "tiny.pt"
+    train(small_data, out, TrainConfig(seed=3, **TINY), progress=False, log=lambda *a: None)
+    return out
+
+
+def _seg(path, **kw):
+    from tem_operando.segment import load_segmenter
+
+    return load_segmenter(path, **kw)
+
+
+# -- shapes and tiling ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(1, 37, 53), (3, 64, 64), (2, 17, 101)])
+def test_any_frame_size(tiny_model, shape):
+    frames = np.random.default_rng(0).poisson(10, size=shape).astype(np.float32)
+    out = _seg(tiny_model).predict(frames)
+    assert out.classes.shape == shape and out.classes.dtype == np.uint8
+    assert out.instances.shape == shape and out.instances.dtype == np.uint32
+    assert out.confidence.shape == (shape[0],) and np.all((out.confidence >= 0) & (out.confidence <= 1))
+    assert set(np.unique(out.classes)) <= {0, 1, 2}
+    # instances and classes agree: every object pixel has a label and vice versa
+    assert np.array_equal(out.instances > 0, out.classes > 0)
+
+
+def test_single_frame_and_bad_dims(tiny_model):
+    seg = _seg(tiny_model)
+    frame = np.full((40, 40), 10.0, np.float32)
+    assert seg.predict(frame).classes.shape == (1, 40, 40)
+    with pytest.raises(ValueError, match="frames must be"):
+        seg.predict(np.zeros((2, 2, 8, 8)))
+
+
+def test_tiling_matches_untiled(tiny_model, small_data):
+    f = small_data.frames
+    frames = np.concatenate([np.concatenate([f[0:2], f[4:6]], 2), np.concatenate([f[8:10], f[1:3]], 2)], 1)
+    frames = frames[:, :181, :170]  # two 181×170 frames, tiled as 3×3 tiles of 96 px
+    whole = _seg(tiny_model, tile=512)
+    tiled = _seg(tiny_model, tile=96, overlap=48)
+    from tem_operando.segment.normalise import normalise
+
+    xn = normalise(frames)
+    a, b = whole.logits(xn), tiled.logits(xn)
+    assert a.shape == b.shape
+    # blended tiles reproduce the whole-frame logits closely: no seams
+    assert np.mean(np.abs(a - b)) < 0.05 * np.mean(np.abs(a)) + 1e-3
+    agree = np.mean(whole.predict(frames).classes == tiled.predict(frames).classes)
+    assert agree > 0.98
+
+
+def test_eager_and_optimised_agree(tiny_model, small_data):
+    frames = small_data.frames[:3]
+    a = _seg(tiny_model, optimise="eager").predict(frames, probabilities=True)
+    b = _seg(tiny_model, optimise="jit").predict(frames, probabilities=True)
+    assert np.allclose(a.probabilities.astype(float), b.probabilities.astype(float), atol=2e-2)
+    assert np.mean(a.classes == b.classes) > 0.99
+
+
+def test_working_resolution(tiny_model, small_data):
+    out = _seg(tiny_model, scale=0.5).predict(small_data.frames[:2])
+    assert out.classes.shape == small_data.frames[:2].shape
+
+
+def test_prediction_is_deterministic(tiny_model, small_data):
+    seg = _seg(tiny_model)
+    a, b = seg.predict(small_data.frames[:3]), seg.predict(small_data.frames[:3])
+    assert np.array_equal(a.classes, b.classes) and np.array_equal(a.instances, b.instances)
+    assert np.array_equal(a.confidence, b.confidence)
+
+
+def test_normalisation_ignores_gain_and_offset():
+    from tem_operando.segment.normalise import normalise
+
+    f = np.random.default_rng(1).poisson(20, size=(64, 64)).astype(np.float32)
+    assert np.allclose(normalise(f), normalise(3.0 * f + 100.0), atol=1e-4)
+
+
+def test_detect_contrast():
+    from tem_operando.segment.normalise import detect_contrast
+
+    _, bf = synthetic_frames(21, 1, dose=50, contrast="bright-field", scene="particles", background="carbon")
+    _, df = synthetic_frames(21, 1, dose=50, contrast="dark-field", scene="particles", background="carbon")
+    assert detect_contrast(bf.frames[0]) == "bright-field"
+    assert detect_contrast(df.frames[0]) == "dark-field"
+
+
+# -- training ------------------------------------------------------------------------------------
+
+
+def test_tiny_training_lowers_the_loss(small_data, tmp_path):
+    from tem_operando.segment.network import SegNet
+    from tem_operando.segment.normalise import normalise
+    from tem_operando.segment.train import boundary_target, loss_fn
+
+    x = torch.from_numpy(normalise(small_data.frames[:6]))[:, None]
+    c = torch.from_numpy(small_data.classes[:6].astype(np.int64))
+    s = torch.from_numpy(boundary_target(small_data.instances[:6]).astype(np.float32))
+    torch.manual_seed(0)
+    model = SegNet(4, 2, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(15):
+        loss = loss_fn(model(x), c, s)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_training_is_deterministic_and_resumes(small_data, tmp_path):
+    cfg = dict(seed=5, **TINY)
+    a = train(small_data, tmp_path / "a.pt", TrainConfig(**cfg), progress=False, log=lambda *x: None)
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(msg):
+        if msg.startswith("epoch=1 "):
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(small_data, tmp_path / "b.pt", TrainConfig(**cfg), progress=False, log=interrupt)
+    assert (tmp_path / "b.ckpt").is_file() and not (tmp_path / "b.pt").exists()
+    msgs = []
+    b = train(small_data, tmp_path / "b.pt", TrainConfig(**cfg), progress=False, log=msgs.append)
+    assert any("resuming" in m for m in msgs)
+    sa, sb = load_model_file(a)["state_dict"], load_model_file(b)["state_dict"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    for suffix in ("_curves.csv", "_curves.png", ".MODEL_CARD.md"):
+        assert (tmp_path / f"b{suffix}").is_file()
+
+
+def test_fine_tune_from_model(small_data, tiny_model, tmp_path):
+    cfg = TrainConfig(seed=1, init=str(tiny_model), lr=1e-3, **{**TINY, "epochs": 1, "width": 99})
+    out = train(small_data, tmp_path / "ft.pt", cfg, progress=False, log=lambda *a: None)
+    obj = load_model_file(out)
+    assert obj["config"]["width"] == 4  # architecture comes from the parent model
+    assert "ft.pt" in (tmp_path / "ft.MODEL_CARD.md").read_text() and "Fine-tuned from" in \
+        (tmp_path / "ft.MODEL_CARD.md").read_text()
+
+
+# -- model files ---------------------------------------------------------------------------------
+
+
+def test_tampered_model_is_refused(tiny_model, tmp_path):
+    import shutil
+
+    bad = tmp_path / "tiny.pt"
+    shutil.copy(tiny_model, bad)
+    shutil.copy(tiny_model.with_name("tiny.MODEL_CARD.md"), tmp_path / "tiny.MODEL_CARD.md")
+    data = bytearray(bad.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match=r"tiny\.pt.*sha256.*changed or replaced"):
+        _seg(bad)
+    assert isinstance(ModelFileError("x", "y"), TemOperandoError)
+
+
+def test_model_without_card_is_refused(tiny_model, tmp_path):
+    import shutil
+
+    lone = tmp_path / "lone.pt"
+    shutil.copy(tiny_model, lone)
+    with pytest.raises(ModelFileError, match="lone.pt.*no model card"):
+        _seg(lone)
+
+
+def _with_card(path):
+    from tem_operando.segment.modelfile import sha256
+
+    path.with_name(path.stem + ".MODEL_CARD.md").write_text(f"sha256: {sha256(path)}\n")
+    return path
+
+
+def test_foreign_files_are_refused(tmp_path):
+    torch.save({"weight": torch.zeros(3)}, tmp_path / "plain.pt")
+    with pytest.raises(ModelFileError, match="plain.pt.*not a tem-operando segmentation model"):
+        _seg(_with_card(tmp_path / "plain.pt"))
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file at all")
+    with pytest.raises(ModelFileError, match="junk.pt.*not a tem-operando model file"):
+        _seg(_with_card(tmp_path / "junk.pt"))
+    import collections
+
+    torch.save(collections.Counter(a=1), tmp_path / "pickle.pt")  # needs full unpickling
+    with pytest.raises(ModelFileError, match="pickle.pt"):
+        _seg(_with_card(tmp_path / "pickle.pt"))
+    with pytest.raises(ModelFileError, match="missing.pt.*not found"):
+        _seg(tmp_path / "missing.pt")
+
+
+def test_saved_model_round_trips(tmp_path):
+    from tem_operando.segment.network import SegNet
+
+    m = SegNet(4, 2, 1).eval()
+    save_model_file(tmp_path / "m.pt", m, name="m")
+    obj = load_model_file(tmp_path / "m.pt", verify=False)
+    assert obj["class_names"] == ["background", "pristine", "reacted"]
+    assert obj["config"] == {"width": 4, "depth": 2, "blocks": 1, "in_channels": 1}
+
+
+# -- data ----------------------------------------------------------------------------------------
+
+
+def test_annotation_set_round_trip(small_data, tmp_path):
+    p = write_annotation_set(tmp_path / "set", small_data.frames[:3], small_data.classes[:3],
+                             small_data.instances[:3], nm_per_px=0.8, provenance={"annotator": "t"})
+    fs = load_annotation_set(p)
+    assert np.array_equal(fs.classes, small_data.classes[:3]) and fs.nm_per_px[0] == 0.8
+    info = json.loads((p / "annotation.json").read_text())
+    info["format"] = "something-else"
+    (p / "annotation.json").write_text(json.dumps(info))
+    with pytest.raises(TemOperandoError, match="format"):
+        load_annotation_set(p)
+
+
+# -- baseline ------------------------------------------------------------------------------------
+
+
+def test_baseline_on_an_easy_frame():
+    from tem_operando.segment import load_segmenter
+
+    fs, _ = synthetic_frames(31, 2, dose=100, scene="particles", background="vacuum", contrast="bright-field")
+    out = load_segmenter("baseline").predict(fs.frames)
+    assert iou(out.classes > 0, fs.classes > 0) > 0.8
+    assert out.instances.max() >= 1
+
+
+def test_baseline_runs_without_torch():
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "import numpy as np\n"
+            "from tem_operando.segment import load_segmenter\n"
+            "out = load_segmenter('baseline').predict(np.random.default_rng(0).poisson(9, (2, 40, 40)))\n"
+            "print(out.classes.shape)")
+    r = subprocess.run(check=False, args=[sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "(2, 40, 40)" in r.stdout
+
+
+# -- metrics -------------------------------------------------------------------------------------
+
+
+def test_metrics_are_perfect_on_the_truth():
+    from tem_operando.segment.evaluate import evaluate, item_from_session
+
+    class Oracle:
+        def __init__(self, item):
+            self.item = item
+
+        def predict(self, frames):
+            from tem_operando.segment.infer import SegmentationResult
+
+            return SegmentationResult(self.item.classes, self.item.instances, np.ones(len(frames)))
+
+    _, s = synthetic_frames(1_000_003, 4, dose=10)
+    item = item_from_session(s, "t", 10)
+    df = evaluate({"oracle": Oracle(item)}, [item])
+    row = df[df["dose"] == "all"].iloc[0]
+    for k in ("iou_objects", "iou_reacted", "boundary_f1", "instance_f1"):
+        assert row[k] == pytest.approx(1.0)
+    assert row["front_err_px"] < 0.5 and row["n_fronts"] > 0
+
+
+# -- command line --------------------------------------------------------------------------------
+
+
+def test_cli_train_and_evaluate(tmp_path, capsys):
+    from tem_operando.cli import main
+    from tem_operando.synth.images import image_series
+    from tem_operando.synth.write import write_session
+
+    rec = write_session(image_series(4, (80, 80), scene="mixed", rng=1_000_050, dose_e_per_px=10),
+                        tmp_path / "data" / "s.npy", "npy")
+    out = tmp_path / "m.pt"
+    rc = main(["train", "--data", str(tmp_path / "data"), "--out", str(out), "--epochs", "1",
+               "--steps-per-epoch", "3", "--width", "4", "--depth", "2", "--blocks", "1", "--batch", "2",
+               "--crop", "48", "--threads", "1", "--no-progress"])
+    assert rc == 0 and out.is_file() and (tmp_path / "m.MODEL_CARD.md").is_file()
+    rc = main(["evaluate", "--model", str(out), "--data", str(rec), "--csv", str(tmp_path / "e.csv")])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "network:iou_objects" in text and "baseline:iou_objects" in text
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "e.csv")
+    assert set(df["method"]) == {"network", "baseline"} and "front_err_nm" in df
+
+
+def test_cli_errors_are_clear(tmp_path):
+    from tem_operando.cli import main
+
+    assert main(["train", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "m.pt")]) == 2
+    assert main(["evaluate", "--model", str(tmp_path / "none.pt"), "--synthetic", "1", "--doses", "10"]) == 2
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys, tem_operando.cli as c; c.build_parser(); "
+            "print('torch' in sys.modules)")
+    r = subprocess.run(check=False, args=[sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "False", r.stderr
