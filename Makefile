@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/tem-operando synth $(DEMO)/session.hspy --kind session --frames 80 --seed 1
-	$(BIN)/tem-operando info $(DEMO)/session.hspy --scan-modes
+	$(BIN)/tem-operando synth $(DEMO)/session.hspy --kind session --frames 80 --seed 1 --dose 20
+	$(BIN)/tem-operando info $(DEMO)/session.hspy
+	$(BIN)/tem-operando analyze $(DEMO)/session.hspy --out $(DEMO)/session
 	$(BIN)/python -m tem_operando.demo $(DEMO)
 
 test: $(STAMP)
