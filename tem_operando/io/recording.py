@@ -177,15 +177,20 @@ class Recording:
         i %= n
         return self._compute(i, i + 1)[0]
 
-    def iter_chunks(self, n: int = 32, start: int = 0, stop: int | None = None) -> Iterator[FrameChunk]:
-        """Stream frames ``start:stop`` in chunks of ``n``; memory is bounded by the chunk.
+    def iter_chunks(self, n: int = 32, start: int = 0, stop: int | None = None, *,
+                    align: bool = True) -> Iterator[FrameChunk]:
+        """Stream frames ``start:stop`` in chunks of at most ``n``; memory is bounded by the chunk.
 
         Parameters
         ----------
         n : int
-            Frames per chunk.
+            Frames per chunk (at most).
         start, stop : int
             Frame range (default: all).
+        align : bool
+            Also cut chunks where the file's storage is cut (e.g. between the chunks of an HDF5
+            dataset), so each chunk is read without a copy. ``False`` yields exactly
+            ``ceil((stop - start) / n)`` chunks of ``n`` frames (the last one shorter).
 
         Yields
         ------
@@ -194,8 +199,12 @@ class Recording:
         if n < 1:
             raise ValueError("chunk size n must be >= 1")
         stop = len(self) if stop is None else min(stop, len(self))
-        for s in range(start, stop, n):
-            e = min(stop, s + n)
+        cuts = set(range(start, stop, n)) | {stop}
+        raw = self._source.raw
+        if align and raw is not None and raw.shape == tuple(self.data.shape):
+            cuts |= {a for a, _, _ in raw.runs if start < a < stop}
+        edges = sorted(cuts)
+        for s, e in zip(edges[:-1], edges[1:]):
             frames = self._compute(s, e)
             for k in range(s, e):
                 if self._modes[k] == "":

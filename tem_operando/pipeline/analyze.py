@@ -132,7 +132,7 @@ def _anchor(rec, start: int) -> tuple[int, np.ndarray] | None:
     lo = max(0, start - ANCHOR_LOOKBACK)
     if lo >= start:
         return None
-    chunk = next(rec.iter_chunks(start - lo, lo, start))
+    chunk = next(rec.iter_chunks(start - lo, lo, start, align=False))
     img = np.flatnonzero(chunk.mode == "image")
     if img.size == 0:
         return None
@@ -247,7 +247,7 @@ def chunk_job(spec: ChunkSpec, start: int, stop: int) -> dict[str, Any]:
     """Process frames ``start:stop``: opens the recording itself (runs on any Dask worker)."""
     t_read = time.perf_counter()
     with _open(spec) as rec:
-        chunk = next(rec.iter_chunks(stop - start, start, stop))
+        chunk = next(rec.iter_chunks(stop - start, start, stop, align=False))
         read_s = time.perf_counter() - t_read
         out: dict[str, Any] = {}
         stage_s = {"read_s": read_s}
