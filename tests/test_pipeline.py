@@ -111,13 +111,35 @@ def test_resume_refuses_other_parameters(session_path, tmp_path):
         analyze(session_path, tmp_path / "r", _opts(every_nth=2), resume=True, report=False)
 
 
-def test_missing_calibration_fails_before_any_work(tmp_path):
+def test_missing_calibration_fails_before_any_work(tmp_path, session_path):
     s = _two_particles(n=4)
     np.save(tmp_path / "bare.npy", s.frames)
     with pytest.raises(CalibrationError, match="--fps"):
         analyze(tmp_path / "bare.npy", tmp_path / "out", _opts(mode="image"))
+    # a previous good run in the folder is left untouched by a run that cannot start
+    analyze(session_path, tmp_path / "out2", _opts(), report=False)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out2").glob("*.csv")}
+    before["summary.json"] = (tmp_path / "out2" / "summary.json").read_bytes()
     with pytest.raises(CalibrationError, match="--nm-per-px"):
         analyze(tmp_path / "bare.npy", tmp_path / "out2", _opts(mode="image", fps=2.0))
+    with pytest.raises(TemOperandoError, match="not-a-model.pt"):
+        analyze(session_path, tmp_path / "out2", _opts(model=str(tmp_path / "not-a-model.pt")))
+    after = {p.name: p.read_bytes() for p in (tmp_path / "out2").glob("*.csv")}
+    after["summary.json"] = (tmp_path / "out2" / "summary.json").read_bytes()
+    assert after == before
+
+
+def test_every_nth_counts_image_frames(tmp_path):
+    from tem_operando.synth import make_session
+
+    s = make_session("session", n_frames=20, size_px=128, seed=1)
+    path = write_session(s, tmp_path / "m.hspy")
+    analyze(path, tmp_path / "r", _opts(every_nth=2, chunk_frames=6), report=False)
+    f = ResultStore(tmp_path / "r").read_table("frames")
+    img = f[f["mode"] == "image"]
+    assert img["analysed"].tolist() == [i % 2 == 0 for i in range(len(img))]
+    assert img.loc[~img["analysed"].astype(bool), "n_objects"].isna().all()
+    assert img.loc[img["analysed"].astype(bool), "n_objects"].notna().all()
 
 
 def test_electrochemistry_log_and_dose_in_frames(session_path, tmp_path):
@@ -185,6 +207,8 @@ def test_follow_analyses_frames_as_they_arrive(tmp_path):
     assert ResultStore(tmp_path / "res").read_masks()[0].shape == (20, 128, 128)
 
 
+@pytest.mark.xfail(strict=True, reason="issue 3 open: the shipped network misses the early, light reacted shell, "
+                   "so swelling looks abrupt (rates 3-4x too high); remove this mark when a better model passes")
 def test_pipeline_measures_swelling_with_the_shipped_network(tmp_path):
     """With the shipped network, both particles are tracked unbroken and their rates come out right."""
     from tem_operando.segment import default_model_path

@@ -100,9 +100,15 @@ class Progress:
 def run(args: argparse.Namespace) -> int:
     opts = options_from_args(args)
     if args.follow:
+        if args.resume:
+            from ..errors import TemOperandoError
+
+            raise TemOperandoError("--follow cannot --resume: start a new --out, or analyse the finished "
+                                   "recording with --resume")
         from ..pipeline.follow import follow
 
-        follow(args.input, args.out, opts, timeout_s=args.follow_timeout, quiet=args.quiet)
+        follow(args.input, args.out, opts, timeout_s=args.follow_timeout, quiet=args.quiet,
+               report=not args.no_report)
         return 0
     from ..pipeline.analyze import analyze
 

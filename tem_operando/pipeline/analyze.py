@@ -26,7 +26,7 @@ import pandas as pd
 from .. import __version__, schema
 from ..errors import CalibrationError, TemOperandoError
 from ..results import MASKS, ResultStore
-from .chunks import WORK, ChunkSpec, chunk_ranges, clear_work, gather, run_chunks
+from .chunks import ChunkSpec, chunk_ranges, clear_work, gather, is_done, run_chunks
 from .context import cumulative_dose, log_at, read_log, sha256_of
 
 #: how many frames before a chunk its job looks back for the last image frame (drift anchor)
@@ -132,6 +132,9 @@ def _anchor(rec, start: int) -> tuple[int, np.ndarray] | None:
     lo = max(0, start - ANCHOR_LOOKBACK)
     if lo >= start:
         return None
+    if rec.modes_known:  # read just the anchor frame
+        img = np.flatnonzero(rec._modes[lo:start] == "image")
+        return None if img.size == 0 else (lo + int(img[-1]), rec.frame(lo + int(img[-1])))
     chunk = next(rec.iter_chunks(start - lo, lo, start, align=False))
     img = np.flatnonzero(chunk.mode == "image")
     if img.size == 0:
@@ -154,18 +157,18 @@ def image_stage(rec, spec: ChunkSpec, frames: np.ndarray, index: np.ndarray, tim
     t0 = time.perf_counter()
     anchor = _anchor(rec, start)
     stack = frames if anchor is None else np.concatenate([anchor[1][None], frames])
-    from threadpoolctl import threadpool_limits
-
-    # one BLAS thread: a multi-threaded matrix product may round differently with another thread
-    # count, and results must not depend on which scheduler or machine ran the chunk
-    with threadpool_limits(limits=1, user_api="blas"):
-        drift_px = estimate_drift(stack)
+    drift_px = estimate_drift(stack)
     if anchor is not None:
         drift_px = drift_px[1:]
     timings["drift_s"] = time.perf_counter() - t0
 
     nth = int(p.get("every_nth", 1))
-    keep = (index % nth) == 0 if nth > 1 else np.ones(len(index), bool)
+    if nth > 1:
+        # every n-th *image* frame (counted among image frames when the modes are known up front)
+        ordinal = (np.cumsum(rec._modes == "image") - 1)[index] if rec.modes_known else index
+        keep = (ordinal % nth) == 0
+    else:
+        keep = np.ones(len(index), bool)
     t0 = time.perf_counter()
     seg = get_segmenter(p.get("model"), p.get("device", "cpu")).predict(frames[keep])
     timings["segment_s"] = time.perf_counter() - t0
@@ -212,6 +215,8 @@ def first_diffraction_frames(input_path: Path, open_kwargs: dict, k: int = 16) -
 
     found = []
     with open_recording(input_path, **open_kwargs) as rec:
+        if rec.modes_known and not (rec._modes == "diffraction").any():
+            return None  # the metadata says every frame is an image: no scan
         for chunk in rec.iter_chunks(32):
             found.extend(chunk.frames[chunk.mode == "diffraction"])
             if len(found) >= k:
@@ -243,8 +248,30 @@ def prepare_diffraction(input_path: Path, open_kwargs: dict, info: dict, opts: A
     return an, facts
 
 
+def _single_blas_thread_in_workers() -> None:
+    """One BLAS thread in a Dask worker process, for good (see :func:`single_blas`)."""
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        return
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
+def single_blas():
+    """A context with one BLAS thread: a multi-threaded matrix product may round differently with
+    another thread count, and results must not depend on which scheduler ran the chunks."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def chunk_job(spec: ChunkSpec, start: int, stop: int) -> dict[str, Any]:
     """Process frames ``start:stop``: opens the recording itself (runs on any Dask worker)."""
+    _single_blas_thread_in_workers()
     t_read = time.perf_counter()
     with _open(spec) as rec:
         chunk = next(rec.iter_chunks(stop - start, start, stop, align=False))
@@ -340,6 +367,9 @@ def finalize(store: ResultStore, ranges, rec_info: dict, opts: AnalyzeOptions, p
     counts = linked.groupby("frame").size() if not linked.empty else pd.Series(dtype=int)
     frames["n_objects"] = frames["frame"].map(counts).fillna(0).astype(int)
     frames.loc[frames["mode"] != "image", "n_objects"] = 0
+    if "analysed" in frames:  # image frames skipped by --every-nth: not measured, so no count
+        frames["n_objects"] = frames["n_objects"].astype(float)
+        frames.loc[(frames["mode"] == "image") & (frames["analysed"] == False), "n_objects"] = np.nan  # noqa: E712
     if "dose_e_per_px" in frames and frames["dose_e_per_px"].notna().any():
         frames = pd.concat([frames, cumulative_dose(frames["dose_e_per_px"].to_numpy(), nm).drop(
             columns="dose_e_per_px")], axis=1)
@@ -367,7 +397,7 @@ def finalize(store: ResultStore, ranges, rec_info: dict, opts: AnalyzeOptions, p
 # ----------------------------------------------------------------------------------------------
 
 
-def _check_resume(store: ResultStore, summary: dict, sha: str, params: dict) -> None:
+def _check_resume(store: ResultStore, sha: str, params: dict) -> None:
     old = store.read_summary()
     if not old:
         return
@@ -410,7 +440,8 @@ def recording_info(input_path: Path, open_kwargs: dict) -> dict:
         if rec.time_s is None:
             raise CalibrationError(input_path, "no frame times in the file; give the frame rate with --fps F")
         return {"frames": len(rec), "frame_shape": list(rec.frame_shape), "fps": rec.fps,
-                "nm_per_px": rec.nm_per_px, "inv_nm_per_px": rec.inv_nm_per_px, "format": rec.format}
+                "nm_per_px": rec.nm_per_px, "inv_nm_per_px": rec.inv_nm_per_px, "format": rec.format,
+                "modes": rec.info()["modes"]}
 
 
 def prepare(input_path: str | os.PathLike, out: str | os.PathLike, opts: AnalyzeOptions, *, resume: bool = False,
@@ -429,21 +460,30 @@ def prepare(input_path: str | os.PathLike, out: str | os.PathLike, opts: Analyze
         read_log(opts.log, opts.log_offset_s)  # a bad log fails now, not after the whole run
     if opts.model not in (None, "baseline") and not Path(opts.model).is_file():
         raise TemOperandoError(f"{opts.model}: no such model file")
+    if info["modes"].get("image") and not (info["nm_per_px"] and math.isfinite(info["nm_per_px"])):
+        raise CalibrationError(input_path, "image frames but no spatial calibration (nm per pixel); give it with "
+                               "--nm-per-px X")
+    # every check that can fail runs before a previous run's results are touched
+    model_name, model_sha = model_identity(opts.model)
+    if info["modes"].get("image") or info["modes"].get("unknown"):
+        get_segmenter(opts.model, opts.device)  # a model file that is not ours fails here
+    analyzer, dfacts = prepare_diffraction(input_path, open_kwargs, info, opts, phase_names)
     folder.mkdir(parents=True, exist_ok=True)
     store = ResultStore(folder)
     sha = input_sha256 if input_sha256 is not None else sha256_of(input_path)
     params = opts.analysis_params()
     if resume:
-        _check_resume(store, store.read_summary(), sha, params)
+        _check_resume(store, sha, params)
+        started = store.read_summary().get("start_time")
     else:
         _reset(folder)
-    model_name, model_sha = model_identity(opts.model)
+        started = None
     store.start(input=str(input_path.resolve()), input_sha256=sha, model=model_name, model_sha256=model_sha,
-                phases=phase_names, software_version=__version__, parameters=params, **info)
+                phases=phase_names, software_version=__version__, parameters=params,
+                **{k: v for k, v in info.items() if k != "modes"}, **dfacts)
+    if started:
+        store.update_summary(start_time=started, resumed=True)
     store.open_masks(max_frames or info["frames"], tuple(info["frame_shape"]))
-    analyzer, dfacts = prepare_diffraction(input_path, open_kwargs, info, opts, phase_names)
-    if dfacts:
-        store.update_summary(**dfacts)
     spec = ChunkSpec(input_path=str(input_path.resolve()), results_dir=str(folder.resolve()),
                      open_kwargs=open_kwargs, params={**params, "phases": phase_names, "_diffraction": analyzer})
     return Run(store=store, info=info, spec=spec, opts=opts, phase_names=phase_names, t_start=t_start)
@@ -464,20 +504,21 @@ def complete(run: Run, ranges: list[tuple[int, int]], records: list[dict], *, re
         t0 = time.perf_counter()
         apply_corrections(run.store)  # the user's corrections win over the new predictions
         fin["timings"]["corrections_s"] = time.perf_counter() - t0
-    if report:
+    elapsed = time.perf_counter() - run.t_start
+    n = ranges[-1][1] if ranges else 0
+    modes = gather(folder, ranges, "frames")
+    summary = run.store.finish(elapsed_s=elapsed, stage_s={**stage_s, **fin["timings"]}, frames=n,
+                               frames_per_s=n / max(elapsed, 1e-9), n_tracks=fin["n_tracks"],
+                               n_image_frames=fin["n_image_frames"], n_diffraction_frames=fin["n_diffraction_frames"],
+                               every_nth=run.opts.every_nth,
+                               modes=sorted(set(modes["mode"])) if not modes.empty else [], **(extra or {}))
+    if report:  # after finish(): the report shows the complete summary
         t0 = time.perf_counter()
         from ..report import build_report
 
         build_report(folder)
-        fin["timings"]["report_s"] = time.perf_counter() - t0
-    elapsed = time.perf_counter() - run.t_start
-    n = ranges[-1][1] if ranges else 0
-    modes = gather(folder, ranges, "frames")
-    return run.store.finish(elapsed_s=elapsed, stage_s={**stage_s, **fin["timings"]}, frames=n,
-                            frames_per_s=n / max(elapsed, 1e-9), n_tracks=fin["n_tracks"],
-                            n_image_frames=fin["n_image_frames"], n_diffraction_frames=fin["n_diffraction_frames"],
-                            every_nth=run.opts.every_nth,
-                            modes=sorted(set(modes["mode"])) if not modes.empty else [], **(extra or {}))
+        summary = run.store.update_summary(report_s=time.perf_counter() - t0)
+    return summary
 
 
 def analyze(input_path: str | os.PathLike, out: str | os.PathLike, opts: AnalyzeOptions | None = None, *,
@@ -515,7 +556,7 @@ def analyze(input_path: str | os.PathLike, out: str | os.PathLike, opts: Analyze
     folder = run.store.folder
     n = run.info["frames"]
     ranges = chunk_ranges(n, opts.chunk_frames)
-    done = [sum(e - s for s, e in ranges if (folder / WORK / f"chunk_{s:09d}_{e:09d}" / "done.json").is_file())]
+    done = [sum(e - s for s, e in ranges if is_done(folder, s, e))]
 
     def on_done(rec_: dict) -> None:
         done[0] += rec_["stop"] - rec_["start"]
@@ -525,5 +566,7 @@ def analyze(input_path: str | os.PathLike, out: str | os.PathLike, opts: Analyze
     if progress:
         progress(done[0], n)
     t0 = time.perf_counter()
-    records = run_chunks(chunk_job, run.spec, ranges, scheduler=opts.scheduler, workers=opts.workers, on_done=on_done)
+    with single_blas():
+        records = run_chunks(chunk_job, run.spec, ranges, scheduler=opts.scheduler, workers=opts.workers,
+                             on_done=on_done)
     return complete(run, ranges, records, report=report, extra={"chunks_wall_s": time.perf_counter() - t0})

@@ -25,7 +25,8 @@ INDEX_COLUMNS = ["input", "results", "status", "error", "frames", "n_image_frame
 
 
 def _stem(path: Path) -> str:
-    return path.name.split(".")[0] if path.suffix else path.name
+    """The results folder's name: the input file's stem (``run.v2.hspy`` → ``run.v2``)."""
+    return path.stem if path.suffix else path.name
 
 
 def _row(input_path: Path, folder: Path, summary: dict) -> dict:

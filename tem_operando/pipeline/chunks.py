@@ -71,6 +71,9 @@ def save_chunk(results_dir: Path, start: int, stop: int, out: dict[str, Any], me
         json.dump({"start": start, "stop": stop, "tables": names, **(meta or {})}, fh)
         fh.flush()
         os.fsync(fh.fileno())
+    if (final / "done.json").is_file():  # the same chunk finished elsewhere (a retried task): same result
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

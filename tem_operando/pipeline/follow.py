@@ -41,7 +41,7 @@ def _newest_mtime(path: Path) -> float:
 
 def follow(input_path: str | os.PathLike, out: str | os.PathLike, opts: AnalyzeOptions | None = None, *,
            timeout_s: float = 30.0, poll_s: float = 0.5, max_backlog_chunks: int = 4,
-           max_frames: int = 1_000_000, quiet: bool = False) -> dict:
+           max_frames: int = 1_000_000, quiet: bool = False, report: bool = True) -> dict:
     """Analyse a growing recording as its frames arrive; returns the final summary.
 
     Parameters
@@ -65,7 +65,7 @@ def follow(input_path: str | os.PathLike, out: str | os.PathLike, opts: AnalyzeO
     deadline = time.monotonic() + timeout_s
     while _frames_available(path, {}) == 0 and time.monotonic() < deadline:
         time.sleep(poll_s)
-    run: Run = prepare(path, out, opts, input_sha256="(growing recording; see final_input_sha256)",
+    run: Run = prepare(path, out, opts, input_sha256="(growing recording: set when it stops growing)",
                        max_frames=max_frames)
     chunk = opts.chunk_frames
     done_to = 0
@@ -81,6 +81,7 @@ def follow(input_path: str | os.PathLike, out: str | os.PathLike, opts: AnalyzeO
             n_seen, last_new = n, time.monotonic()
         idle = time.monotonic() - last_new
         finishing = idle >= timeout_s
+        n = max(n, n_seen)  # a poll that caught a file mid-write must not shorten the recording
         stop = n if finishing else done_to + ((n - done_to) // chunk) * chunk
         if stop > done_to:
             backlog = (n - done_to) / chunk
@@ -92,6 +93,14 @@ def follow(input_path: str | os.PathLike, out: str | os.PathLike, opts: AnalyzeO
                     print(f"falling behind the camera ({backlog:.0f} chunks waiting): analysing every "
                           f"{run.opts.every_nth}-th image frame from frame {done_to}", file=sys.stderr)
             new = [(s, min(stop, s + chunk)) for s in range(done_to, stop, chunk)]
+            if run.spec.params.get("_diffraction") is None:  # diffraction frames may arrive later
+                from .analyze import prepare_diffraction
+
+                analyzer, facts = prepare_diffraction(path, run.spec.open_kwargs, run.info, run.opts,
+                                                      run.phase_names)
+                if analyzer is not None:
+                    run.spec.params["_diffraction"] = analyzer
+                    run.store.update_summary(**facts)
             arrived = _newest_mtime(path)
             records += run_chunks(chunk_job, run.spec, new, scheduler=opts.scheduler, workers=opts.workers)
             latencies.append(max(0.0, time.time() - arrived))
@@ -113,5 +122,5 @@ def follow(input_path: str | os.PathLike, out: str | os.PathLike, opts: AnalyzeO
         masks[name].resize((done_to,) + tuple(masks[name].shape[1:]))
     extra = {"follow": True, "latency_s_median": float(np.median(latencies)) if latencies else None,
              "latency_s_max": float(np.max(latencies)) if latencies else None,
-             "every_nth_changes": nth_changes, "final_input_sha256": sha256_of(path)}
-    return complete(run, ranges, records, extra=extra)
+             "every_nth_changes": nth_changes, "input_sha256": sha256_of(path)}
+    return complete(run, ranges, records, extra=extra, report=report)

@@ -24,6 +24,9 @@ from .. import schema
 from .._json import jsonable as _jsonable
 from ..errors import TemOperandoError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 TABLE_FILES = {name: f"{name}.csv" for name in schema.TABLES}
 SUMMARY = "summary.json"
 MASKS = "masks.zarr"
@@ -35,6 +38,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # as open() would: mkstemp makes files owner-only
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
