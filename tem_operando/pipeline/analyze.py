@@ -205,8 +205,14 @@ def diffraction_stage(rec, spec: ChunkSpec, frames: np.ndarray, index: np.ndarra
         raise CalibrationError(rec.path, "diffraction frames but no diffraction set-up; give --inv-nm-per-px Q "
                                "or --calibrate-with Au")
     t0 = time.perf_counter()
-    phases, rings = copy.deepcopy(prepared).process(frames, frame_index=index, time_s=time_s)
-    return {"phases": phases, "rings": rings, "_stage_s": {"diffraction_s": time.perf_counter() - t0}}
+    an = copy.deepcopy(prepared)
+    phases, rings = an.process(frames, frame_index=index, time_s=time_s)
+    # radial profiles on the recording's common q grid (for the waterfall and per-frame plots)
+    q_grid = prepared.setup.binner.r_px * prepared.setup.calibration.inv_nm_per_px
+    q_here = an.setup.binner.r_px * an.setup.calibration.inv_nm_per_px
+    profiles = np.stack([np.interp(q_grid, q_here, np.nan_to_num(p)) for p in an.last_profiles]).astype(np.float32)
+    return {"phases": phases, "rings": rings, "profiles": profiles, "profile_frames": np.asarray(index),
+            "_stage_s": {"diffraction_s": time.perf_counter() - t0}}
 
 
 def first_diffraction_frames(input_path: Path, open_kwargs: dict, k: int = 16) -> np.ndarray | None:
@@ -387,11 +393,34 @@ def finalize(store: ResultStore, ranges, rec_info: dict, opts: AnalyzeOptions, p
 
     phases = gather(folder, ranges, "phases")
     rings = gather(folder, ranges, "rings")
+    _write_profiles(store, ranges, phases)
     store.write_table("phases", phases if not phases.empty else schema.empty("phases", phase_names), phase_names)
     store.write_table("rings", rings if not rings.empty else schema.empty("rings"))
     return {"timings": timings, "n_tracks": len(tracks),
             "n_image_frames": int((frames["mode"] == "image").sum()),
             "n_diffraction_frames": int((frames["mode"] == "diffraction").sum())}
+
+
+def _write_profiles(store: ResultStore, ranges, phases: pd.DataFrame) -> None:
+    """``profiles.npz``: every diffraction frame's radial profile on one q grid (1/nm)."""
+    import io as _io
+
+    from .chunks import load_chunk
+
+    prof, idx = [], []
+    for s_, e_ in ranges:
+        out = load_chunk(store.folder, s_, e_)
+        if "profiles" in out:
+            prof.append(out["profiles"])
+            idx.append(out["profile_frames"])
+    q = store.read_summary().get("profile_q_inv_nm")
+    if not prof or not q:
+        return
+    buf = _io.BytesIO()
+    np.savez_compressed(buf, frame=np.concatenate(idx), profiles=np.concatenate(prof), q_inv_nm=np.asarray(q))
+    from ..results import atomic_write_bytes
+
+    atomic_write_bytes(store.folder / "profiles.npz", buf.getvalue())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -415,7 +444,7 @@ def _reset(folder: Path) -> None:
     """Remove a previous run's outputs (not the corrections journal)."""
     clear_work(folder)
     shutil.rmtree(folder / MASKS, ignore_errors=True)
-    for name in ("summary.json", "report.html", *[f"{t}.csv" for t in schema.TABLES]):
+    for name in ("summary.json", "report.html", "profiles.npz", *[f"{t}.csv" for t in schema.TABLES]):
         (folder / name).unlink(missing_ok=True)
     shutil.rmtree(folder / "plots", ignore_errors=True)
 
@@ -483,6 +512,9 @@ def prepare(input_path: str | os.PathLike, out: str | os.PathLike, opts: Analyze
                 **{k: v for k, v in info.items() if k != "modes"}, **dfacts)
     if started:
         store.update_summary(start_time=started, resumed=True)
+    if analyzer is not None:
+        q_grid = analyzer.setup.binner.r_px * analyzer.setup.calibration.inv_nm_per_px
+        store.update_summary(profile_q_inv_nm=[float(v) for v in q_grid])
     store.open_masks(max_frames or info["frames"], tuple(info["frame_shape"]))
     spec = ChunkSpec(input_path=str(input_path.resolve()), results_dir=str(folder.resolve()),
                      open_kwargs=open_kwargs, params={**params, "phases": phase_names, "_diffraction": analyzer})

@@ -155,6 +155,8 @@ def write_all(folder: Path) -> list[Path]:
             out.append(_save(fig, plots / "phase_timeline.png"))
         except ImportError:
             pass
+    if (folder / "profiles.npz").is_file() and not phases.empty:
+        out += _profile_figures(folder, phases, plots)
     if any(c in frames for c in ("voltage_V", "current_A", "temperature_C")):
         out.append(_save(electrochem_figure(frames, tracks, objects), plots / "electrochem_trace.png"))
     if "cumulative_dose_e_per_px" in frames and frames["cumulative_dose_e_per_px"].notna().any():
@@ -190,3 +192,24 @@ def _kymograph_figure(store, objects, frames, fronts, tid, nm, kymograph, plot_k
     t = img.set_index("frame").loc[sel, "time_s"].to_numpy(float)
     fig = plot_kymograph(kymo, t, nm, fronts=fronts, track_id=tid)
     return fig if hasattr(fig, "savefig") else fig[0]
+
+
+def _profile_figures(folder: Path, phases: pd.DataFrame, plots: Path) -> list[Path]:
+    """Radial profiles stacked over time, and the last diffraction frame's profile with the
+    library rings of its best phase marked."""
+    from ..diffraction.phases import ring_list
+    from .diffraction_plots import plot_frame_profile, plot_profile_waterfall
+
+    with np.load(folder / "profiles.npz") as z:
+        frame, profiles, q = z["frame"], z["profiles"], z["q_inv_nm"]
+    t = phases.set_index("frame").reindex(frame)["time_s"].to_numpy(float)
+    out = []
+    fig = plot_profile_waterfall(q, profiles, time_s=t)
+    out.append(_save(fig if hasattr(fig, "savefig") else fig[0], plots / "profile_waterfall.png"))
+    last = phases.iloc[-1]
+    best = str(last["best_phase"]) if isinstance(last["best_phase"], str) else ""
+    lists = {best: ring_list(best, q_max_inv_nm=float(q.max()))} if best and best != "amorphous" else {}
+    k = int(np.flatnonzero(frame == int(last["frame"]))[0]) if (frame == int(last["frame"])).any() else -1
+    fig = plot_frame_profile(q, profiles[k], lists, title=f"frame {int(last['frame'])}: {best or 'no phase'}")
+    out.append(_save(fig if hasattr(fig, "savefig") else fig[0], plots / "profile_last_frame.png"))
+    return out
