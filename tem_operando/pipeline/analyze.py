@@ -101,7 +101,10 @@ def get_segmenter(model: str | None, device: str = "cpu"):
         if key not in _SEGMENTERS:
             from ..segment import load_segmenter
 
-            _SEGMENTERS[key] = load_segmenter(model, device=device) if model != "baseline" else load_segmenter("baseline")
+            # one torch thread per task: chunks run in parallel (Dask threads or workers), and the
+            # same thread count everywhere keeps results independent of the scheduler
+            _SEGMENTERS[key] = (load_segmenter(model, device=device, threads=1) if model != "baseline"
+                                else load_segmenter("baseline"))
         return _SEGMENTERS[key]
 
 
