@@ -33,6 +33,7 @@ t0 = time.perf_counter()
 s = analyze(path, out, opts, report=False)
 wall = time.perf_counter() - t0
 print(json.dumps({"frames": n, "read_s": read_s, "wall_s": wall, "stage_s": s["stage_s"],
+                  "chunks_wall_s": s.get("chunks_wall_s"),
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -59,6 +60,9 @@ def report(name: str, res: dict) -> None:
     shares = ", ".join(f"{k[:-2]} {100 * v / total:.0f}%" for k, v in sorted(st.items(), key=lambda kv: -kv[1]))
     print(f"{name:28s} {n / res['wall_s']:8.1f} frames/s  (reading alone {n / res['read_s']:8.0f} frames/s, "
           f"ratio {res['read_s'] / res['wall_s']:.3f})  peak RSS {res['peak_rss_mb']:6.0f} MB")
+    if res.get("chunks_wall_s"):
+        print(f"{'':28s} steady state (chunks only, without start-up and final fits): "
+              f"{n / res['chunks_wall_s']:.1f} frames/s")
     print(f"{'':28s} time per stage: {shares}")
 
 
