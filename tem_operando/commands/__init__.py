@@ -5,4 +5,4 @@ imports at module level) and ``run(args) -> int``. :mod:`tem_operando.cli` build
 from :data:`COMMANDS` in this order.
 """
 
-COMMANDS = ["info", "synth", "analyze", "batch", "train", "evaluate", "phases", "gui"]
+COMMANDS = ["info", "synth", "analyze", "batch", "train", "evaluate", "phases", "gui", "models"]

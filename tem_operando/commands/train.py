@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 
 from ._common import positive
@@ -13,7 +14,8 @@ HELP = "(re)train the segmentation network on synthetic sessions or annotation s
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = ("Train the segmentation network. DIR may be a synthetic recording with its "
-                     "<stem>_truth/ folder, a folder of them, an annotation set exported by the GUI "
+                     "<stem>_truth/ folder, a folder of them, a results folder (its hand-corrected "
+                     "frames are used), an annotation set exported by the GUI "
                      "(datasets/README.md), or a folder of pre-rendered shard_*.npz files. Re-running "
                      "the same command after an interruption resumes from MODEL's checkpoint.")
     p.add_argument("--data", nargs="+", required=True, metavar="DIR", help="training data (one or more)")
@@ -42,6 +44,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def results_as_annotation_sets(paths: list[str], tmp: Path) -> tuple[list[str], list[dict]]:
+    """Results folders (with a corrections journal) → annotation sets of their corrected frames.
+
+    Other ``--data`` arguments pass through unchanged. Returns the paths to load and, per results
+    folder, its provenance (folder, corrected frames) for the model card.
+    """
+    from ..errors import TemOperandoError
+
+    out, sources = [], []
+    for i, raw in enumerate(paths):
+        p = Path(raw)
+        if p.is_dir() and (p / "summary.json").is_file() and not (p / "annotation.json").is_file():
+            from ..results import ResultStore
+            from ..results.corrections import corrected_frames, export_annotation_set
+
+            store = ResultStore(p)
+            frames = sorted(corrected_frames(store))
+            if not frames:
+                raise TemOperandoError(f"{p}: this results folder has no hand-corrected frames to train on "
+                                       "(correct some in tem-operando gui first)")
+            ann = export_annotation_set(store, tmp / f"results_{i}")
+            out.append(str(ann))
+            sources.append({"results": str(p.resolve()), "n_frames": len(frames), "frames": frames})
+        else:
+            out.append(str(raw))
+    return out, sources
+
+
 def run(args: argparse.Namespace) -> int:
     from ..errors import TemOperandoError
     from ..segment.datasets import load_inputs
@@ -60,7 +90,12 @@ def run(args: argparse.Namespace) -> int:
     for name in ("batch", "crop", "threads"):
         if getattr(args, name) < 1:
             raise TemOperandoError(f"--{name} must be at least 1")
-    data = load_inputs(args.data, args.max_frames_per_recording)
+    with tempfile.TemporaryDirectory(prefix="tem-operando-train-") as tmp:
+        paths, sources = results_as_annotation_sets(args.data, Path(tmp))
+        data = load_inputs(paths, args.max_frames_per_recording)
+    if sources:
+        print(f"training on the hand-corrected frames of {len(sources)} results folder(s): "
+              + ", ".join(f"{s['results']} ({s['n_frames']} frames)" for s in sources))
     fine = bool(init)
     epochs = args.epochs if args.epochs is not None else (5 if fine else 20)
     if epochs < 1:
@@ -71,4 +106,12 @@ def run(args: argparse.Namespace) -> int:
                       width=args.width, depth=args.depth, blocks=args.blocks, threads=args.threads,
                       name=out.stem, init=init)
     train(data, out, cfg, restart=args.restart, progress=not args.no_progress)
+    if sources:  # provenance: which corrections of which sessions the model learned from
+        from ..segment.modelfile import card_path
+
+        card = card_path(out)
+        lines = ["", "## Hand-corrected frames used", ""]
+        lines += [f"- `{s['results']}`: frames {', '.join(map(str, s['frames']))}" for s in sources]
+        with open(card, "a", encoding="utf-8") as fh:
+            fh.write("\n".join(lines) + "\n")
     return 0
