@@ -8,7 +8,6 @@ recording's axis. Values are interpolated to each frame's time; frames outside t
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._files import sha256_of  # noqa: F401 - re-exported for callers of this module
 from ..errors import TemOperandoError
 
 _TIME_NAMES = ("time_s", "time", "t", "t_s", "elapsed_s", "seconds")
@@ -108,17 +108,3 @@ def cumulative_dose(dose_e_per_px: np.ndarray, nm_per_px: float | None = None) -
     if nm_per_px and np.isfinite(nm_per_px):
         out["cumulative_dose_e_per_nm2"] = out["cumulative_dose_e_per_px"] / nm_per_px**2
     return out
-
-
-def sha256_of(path: str | os.PathLike, block: int = 1 << 22) -> str:
-    """sha256 of a file, or of every file of a folder (relative names and contents, in order)."""
-    p = Path(path)
-    h = hashlib.sha256()
-    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-    for f in files:
-        if p.is_dir():
-            h.update(str(f.relative_to(p)).encode() + b"\0")
-        with open(f, "rb") as fh:
-            while chunk := fh.read(block):
-                h.update(chunk)
-    return h.hexdigest()

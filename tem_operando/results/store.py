@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,33 +20,14 @@ import numpy as np
 import pandas as pd
 
 from .. import schema
+from .._files import atomic_write_bytes
 from .._json import jsonable as _jsonable
 from ..errors import TemOperandoError
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 TABLE_FILES = {name: f"{name}.csv" for name in schema.TABLES}
 SUMMARY = "summary.json"
 MASKS = "masks.zarr"
 JOURNAL = "corrections.jsonl"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename (fsync'd)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # as open() would: mkstemp makes files owner-only
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

@@ -9,11 +9,11 @@ which :func:`load_model_file` checks before unpickling anything.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
 
+from .._files import sha256_of
 from ..errors import TemOperandoError
 
 FORMAT = "tem-operando-segnet/1"
@@ -31,11 +31,7 @@ class ModelFileError(TemOperandoError, ValueError):
 
 def sha256(path: str | os.PathLike) -> str:
     """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_of(path)
 
 
 def card_path(path: str | os.PathLike) -> Path:
