@@ -37,6 +37,12 @@ class LinkedPlot(pg.PlotWidget):
         model.frame_changed.connect(lambda i: self.now.setValue(model.time_of(i)))
         self.now.setValue(model.time_of())
 
+    def redraw_on_changes(self) -> None:
+        """Redraw now and whenever the selection or the tables change (subclasses define ``redraw``)."""
+        self.model.selection_changed.connect(lambda t: self.redraw())
+        self.model.tables_changed.connect(self.redraw)
+        self.redraw()
+
     def _clicked(self, ev) -> None:
         vb = self.getPlotItem().vb
         if not vb.sceneBoundingRect().contains(ev.scenePos()):
@@ -51,9 +57,7 @@ class WidthPlot(LinkedPlot):
     def __init__(self, model: ReviewModel):
         super().__init__(model, "width vs time", "width (nm)")
         self.addLegend(offset=(5, 5))
-        model.selection_changed.connect(lambda t: self.redraw())
-        model.tables_changed.connect(self.redraw)
-        self.redraw()
+        self.redraw_on_changes()
 
     def redraw(self) -> None:
         self.clearPlots()
@@ -83,9 +87,7 @@ class FrontPlot(LinkedPlot):
     def __init__(self, model: ReviewModel):
         super().__init__(model, "reaction front", "front from contact (nm)")
         self.addLegend(offset=(5, 5))
-        model.selection_changed.connect(lambda t: self.redraw())
-        model.tables_changed.connect(self.redraw)
-        self.redraw()
+        self.redraw_on_changes()
 
     def redraw(self) -> None:
         self.clearPlots()
