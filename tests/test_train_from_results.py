@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tem_operando.commands.train import results_as_annotation_sets
+from tem_operando.pipeline.retrain import results_as_annotation_sets
 from tem_operando.errors import TemOperandoError
 from tem_operando.pipeline import AnalyzeOptions, analyze
 from tem_operando.results import ResultStore

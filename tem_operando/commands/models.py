@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
 from pathlib import Path
 
@@ -18,16 +17,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub.required = True
     ls = sub.add_parser("list", help="list models")
     ls.add_argument("--dir", action="append", default=[], metavar="DIR", help="also list models in DIR")
-
-
-def user_models_dir() -> Path:
-    """Where ``train --out`` models of this user are looked for by default."""
-    env = os.environ.get("TEM_OPERANDO_DATA_DIR")
-    if env:
-        return Path(env) / "models"
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("tem-operando")) / "models"
 
 
 def card_metrics(card: Path, dose: str = "10") -> dict[str, str]:
@@ -45,7 +34,7 @@ def card_metrics(card: Path, dose: str = "10") -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..segment.infer import DEFAULT_MODEL, models_dir
+    from ..segment.infer import DEFAULT_MODEL, models_dir, user_models_dir
     from ..segment.modelfile import card_path, card_sha256, sha256
 
     rows = []

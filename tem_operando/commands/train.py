@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
 
 from ._common import positive
 
@@ -40,78 +38,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--val-fraction", type=float, default=0.05, help="share of sessions held out for validation")
     g.add_argument("--max-frames-per-recording", type=int, default=None, metavar="N",
                    help="use at most N frames (evenly spaced) of each synthetic recording")
+    g.add_argument("--synthetic", type=int, default=None, metavar="N",
+                   help="random synthetic sessions (6 frames each) mixed in so the network does not forget "
+                        "(default 16 when fine-tuning on hand-corrected frames or annotation sets, else 0)")
+    g.add_argument("--synthetic-share", type=float, default=0.5, metavar="F",
+                   help="share of the crops drawn from the synthetic mix (default 0.5)")
     g.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def results_as_annotation_sets(paths: list[str], tmp: Path) -> tuple[list[str], list[dict]]:
-    """Results folders (with a corrections journal) → annotation sets of their corrected frames.
-
-    Other ``--data`` arguments pass through unchanged. Returns the paths to load and, per results
-    folder, its provenance (folder, corrected frames) for the model card.
-    """
-    from ..errors import TemOperandoError
-
-    out, sources = [], []
-    for i, raw in enumerate(paths):
-        p = Path(raw)
-        if p.is_dir() and (p / "summary.json").is_file() and not (p / "annotation.json").is_file():
-            from ..results import ResultStore
-            from ..results.corrections import corrected_frames, export_annotation_set
-
-            store = ResultStore(p)
-            frames = sorted(corrected_frames(store))
-            if not frames:
-                raise TemOperandoError(f"{p}: this results folder has no hand-corrected frames to train on "
-                                       "(correct some in tem-operando gui first)")
-            ann = export_annotation_set(store, tmp / f"results_{i}")
-            out.append(str(ann))
-            sources.append({"results": str(p.resolve()), "n_frames": len(frames), "frames": frames})
-        else:
-            out.append(str(raw))
-    return out, sources
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..errors import TemOperandoError
-    from ..segment.datasets import load_inputs
-    from ..segment.infer import default_model_path, resolve_model
-    from ..segment.train import TrainConfig, train
+    from ..pipeline.retrain import RetrainOptions, retrain
 
-    out = Path(args.out)
-    if out.suffix != ".pt":
-        out = out.with_name(out.name + ".pt")
-    init = ""
-    if args.init:
-        init_path = default_model_path() if args.init == "default" else resolve_model(args.init)
-        if not init_path.is_file():
-            raise TemOperandoError(f"{init_path}: model to fine-tune from not found")
-        init = str(init_path)
-    for name in ("batch", "crop", "threads"):
-        if getattr(args, name) < 1:
-            raise TemOperandoError(f"--{name} must be at least 1")
-    with tempfile.TemporaryDirectory(prefix="tem-operando-train-") as tmp:
-        paths, sources = results_as_annotation_sets(args.data, Path(tmp))
-        data = load_inputs(paths, args.max_frames_per_recording)
-    if sources:
-        print(f"training on the hand-corrected frames of {len(sources)} results folder(s): "
-              + ", ".join(f"{s['results']} ({s['n_frames']} frames)" for s in sources))
-    fine = bool(init)
-    epochs = args.epochs if args.epochs is not None else (5 if fine else 20)
-    if epochs < 1:
-        raise TemOperandoError(f"--epochs must be at least 1, got {epochs}")
-    steps = args.steps_per_epoch or (max(20, min(200, len(data) // 2)) if fine else 200)
-    cfg = TrainConfig(epochs=epochs, steps_per_epoch=steps, batch=args.batch, crop=args.crop,
-                      lr=args.lr or (1e-3 if fine else 3e-3), seed=args.seed, val_fraction=args.val_fraction,
-                      width=args.width, depth=args.depth, blocks=args.blocks, threads=args.threads,
-                      name=out.stem, init=init)
-    train(data, out, cfg, restart=args.restart, progress=not args.no_progress)
-    if sources:  # provenance: which corrections of which sessions the model learned from
-        from ..segment.modelfile import card_path
-
-        card = card_path(out)
-        lines = ["", "## Hand-corrected frames used", ""]
-        lines += [f"- `{s['results']}`: frames {', '.join(map(str, s['frames']))}" for s in sources]
-        with open(card, "a", encoding="utf-8") as fh:
-            fh.write("\n".join(lines) + "\n")
+    opts = RetrainOptions(init=args.init, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+                          batch=args.batch, crop=args.crop, lr=args.lr, seed=args.seed, threads=args.threads,
+                          val_fraction=args.val_fraction, width=args.width, depth=args.depth,
+                          blocks=args.blocks, synthetic_sessions=args.synthetic,
+                          synthetic_share=args.synthetic_share,
+                          max_frames_per_recording=args.max_frames_per_recording, restart=args.restart)
+    retrain(args.data, args.out, opts, progress=not args.no_progress)
     return 0

@@ -123,6 +123,24 @@ def synthetic_frames(seed: int, n_frames: int = 6, *, dose: float | None = None,
     return fs, s
 
 
+def synthetic_mix(n_sessions: int, *, n_frames: int = 6, shape: tuple[int, int] = (256, 256),
+                  seed: int = 0) -> FrameSet:
+    """Random training sessions (:func:`random_recipe`) to mix into a fine-tuning run so the network
+    does not forget what it knew (seeds drawn below :data:`EVAL_SEED_OFFSET`, reproducibly from ``seed``).
+
+    Frames are rendered at ``shape`` (the shape of the frames they are mixed with); sources are
+    ``synthetic-<seed>:<frame>`` so a validation split keeps a session's frames together.
+    """
+    rng = np.random.default_rng([seed, 31])
+    seeds = rng.choice(EVAL_SEED_OFFSET // 2, size=int(n_sessions), replace=False)
+    sets = []
+    for sd in seeds:
+        fs, _ = synthetic_frames(int(sd), n_frames, shape=tuple(int(v) for v in shape))
+        fs.source = [f"synthetic-{int(sd)}:{i}" for i in range(len(fs))]
+        sets.append(fs)
+    return concat(sets)
+
+
 def generate_shards(out: str | os.PathLike, seeds: range | list, *, n_frames: int = 6, size: int = 256,
                     per_shard: int = 40, progress: bool = True) -> list[Path]:
     """Render random sessions and write them as ``shard_XXXXX.npz`` (skips shards already there).

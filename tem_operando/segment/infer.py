@@ -57,20 +57,33 @@ def models_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "models"
 
 
+def user_models_dir() -> Path:
+    """Where the user's own models go (``TEM_OPERANDO_DATA_DIR/models`` or the platform's user data
+    folder): fine-tuned models from ``tem-operando train`` and the GUI's *Retrain* land here."""
+    env = os.environ.get("TEM_OPERANDO_DATA_DIR")
+    if env:
+        return Path(env) / "models"
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("tem-operando")) / "models"
+
+
 def default_model_path() -> Path:
     """Path of the default shipped model (``tem_operando/models/segnet-s.pt``)."""
     return models_dir() / DEFAULT_MODEL
 
 
 def resolve_model(model: str | os.PathLike | None) -> Path:
-    """A model argument → file: None = default, a bare name = a shipped model, else a path."""
+    """A model argument → file: None = default, a bare name = a shipped model or one of the user's
+    models (:func:`user_models_dir`), else a path."""
     if model is None:
         return default_model_path()
     p = Path(model)
     if not p.exists() and p.parent == Path("."):
-        shipped = models_dir() / (p.name if p.suffix == ".pt" else p.name + ".pt")
-        if shipped.exists():
-            return shipped
+        name = p.name if p.suffix == ".pt" else p.name + ".pt"
+        for folder in (models_dir(), user_models_dir()):
+            if (folder / name).exists():
+                return folder / name
     return p
 
 

@@ -92,12 +92,15 @@ def _augment(x: np.ndarray, c: np.ndarray, b: np.ndarray, rng: np.random.Generat
 
 
 def sample_batch(xn: np.ndarray, classes: np.ndarray, instances: np.ndarray, idx: np.ndarray,
-                 cfg: TrainConfig, rng: np.random.Generator):
-    """A batch of augmented random crops: inputs (B,1,c,c), classes (B,c,c), seams (B,c,c)."""
+                 cfg: TrainConfig, rng: np.random.Generator, p: np.ndarray | None = None):
+    """A batch of augmented random crops: inputs (B,1,c,c), classes (B,c,c), seams (B,c,c).
+
+    ``p`` (optional) gives the probability of drawing each frame of ``idx``.
+    """
     n, Y, X = xn.shape
     cy, cx = min(cfg.crop, Y), min(cfg.crop, X)
     xs, cs, bs = [], [], []
-    for i in rng.choice(idx, size=cfg.batch):
+    for i in rng.choice(idx, size=cfg.batch, p=p):
         y0, x0 = int(rng.integers(0, Y - cy + 1)), int(rng.integers(0, X - cx + 1))
         sl = (slice(y0, y0 + cy), slice(x0, x0 + cx))
         b = boundary_target(instances[i][sl], cfg.boundary_px)
@@ -139,12 +142,21 @@ def iou(pred: np.ndarray, truth: np.ndarray) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def split_validation(data: FrameSet, fraction: float, seed: int, max_frames: int) -> tuple[np.ndarray, np.ndarray]:
+def split_validation(data: FrameSet, fraction: float, seed: int, max_frames: int,
+                     always_train: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Train/validation frame indices, split by session (frames of one session stay together).
 
     Groups are shard sessions (6 consecutive frames of a shard), recordings or annotation sets;
-    with fewer than 5 groups, frames are split one by one.
+    with fewer than 5 groups, frames are split one by one. Frames flagged in ``always_train``
+    (e.g. a handful of hand-corrected frames) are never held out.
     """
+    if always_train is not None and np.asarray(always_train, bool).any():
+        keep = np.asarray(always_train, bool)
+        rest = np.flatnonzero(~keep)
+        if rest.size == 0:
+            return np.arange(len(data)), np.array([], int)
+        tr, va = split_validation(data.subset(rest), fraction, seed, max_frames)
+        return np.sort(np.concatenate([np.flatnonzero(keep), rest[tr]])), rest[va]
     groups = np.array([s.rsplit(":", 1)[0] for s in data.source])
     keys = np.array([f"{g}#{i // 6}" if g.startswith("shard_") else g for i, g in enumerate(groups)])
     if np.unique(keys).size < 5:
@@ -190,8 +202,24 @@ def _rng_state(rng: np.random.Generator) -> str:
     return json.dumps(rng.bit_generator.state)
 
 
+class TrainingCancelled(RuntimeError):
+    """Raised by :func:`train` when its ``cancel`` callable returns True (the checkpoint of the
+    last finished epoch stays, so the same call resumes)."""
+
+
+def sampling_probabilities(weights: np.ndarray | None, idx: np.ndarray) -> np.ndarray | None:
+    """Per-frame weights → probabilities of drawing each frame of ``idx`` (None: uniform)."""
+    if weights is None:
+        return None
+    w = np.asarray(weights, float)[idx]
+    if not (np.isfinite(w).all() and (w >= 0).all() and w.sum() > 0):
+        raise ValueError("sampling weights must be finite, non-negative and not all zero")
+    return w / w.sum()
+
+
 def train(data: FrameSet, out: str | os.PathLike, cfg: TrainConfig, *, restart: bool = False,
-          progress: bool = True, log=print) -> Path:
+          progress: bool = True, log=print, weights: np.ndarray | None = None,
+          always_train: np.ndarray | None = None, callback=None, cancel=None) -> Path:
     """Train (or fine-tune, ``cfg.init``) a network on ``data`` and write the model ``out``.
 
     Parameters
@@ -204,6 +232,15 @@ def train(data: FrameSet, out: str | os.PathLike, cfg: TrainConfig, *, restart: 
     cfg : TrainConfig
     restart : bool
         Ignore an existing checkpoint instead of resuming from it.
+    weights : ndarray, (n,), optional
+        Relative probability of drawing each frame (e.g. to give a few hand-corrected frames the
+        same share of the crops as many synthetic ones); uniform when None.
+    always_train : ndarray of bool, (n,), optional
+        Frames never held out for validation.
+    callback : callable(step, total_steps), optional
+        Called after every optimisation step (for a progress bar in the GUI).
+    cancel : callable() -> bool, optional
+        Polled every step; when it returns True, :class:`TrainingCancelled` is raised.
 
     Returns
     -------
@@ -253,21 +290,26 @@ def train(data: FrameSet, out: str | os.PathLike, cfg: TrainConfig, *, restart: 
 
     log(f"normalising {len(data)} frames …")
     xn = normalise(data.frames).astype(np.float16)
-    train_idx, val_idx = split_validation(data, cfg.val_fraction, cfg.seed, cfg.max_val_frames)
+    train_idx, val_idx = split_validation(data, cfg.val_fraction, cfg.seed, cfg.max_val_frames, always_train)
+    p_train = sampling_probabilities(weights, train_idx)
     log(f"{train_idx.size} training frames, {val_idx.size} validation frames; "
         f"{cfg.epochs} epochs × {cfg.steps_per_epoch} steps of {cfg.batch} crops of {cfg.crop} px")
 
     t0 = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
         losses = []
-        for _ in _progress(range(cfg.steps_per_epoch), f"epoch {epoch + 1}/{cfg.epochs}", progress):
-            x, c, s = sample_batch(xn, data.classes, data.instances, train_idx, cfg, rng)
+        for k in _progress(range(cfg.steps_per_epoch), f"epoch {epoch + 1}/{cfg.epochs}", progress):
+            if cancel is not None and cancel():
+                raise TrainingCancelled(f"training of {out.name} cancelled during epoch {epoch + 1}")
+            x, c, s = sample_batch(xn, data.classes, data.instances, train_idx, cfg, rng, p_train)
             loss = loss_fn(model(torch.from_numpy(x)), torch.from_numpy(c), torch.from_numpy(s))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             losses.append(float(loss.detach()))
+            if callback is not None:
+                callback(epoch * cfg.steps_per_epoch + k + 1, total)
         row = dict(epoch=epoch + 1, step=(epoch + 1) * cfg.steps_per_epoch, train_loss=float(np.mean(losses)),
                    lr=float(sched.get_last_lr()[0]), elapsed_s=time.perf_counter() - t0)
         row.update(_validate(model, xn, data.classes, data.instances, val_idx, cfg.boundary_px))

@@ -73,7 +73,6 @@ def _circle_fix(lab, o_t, o_lab, ukey, base, mc, mr, is_wire, width, length, tou
     with another instance are left out. A particle whose edge touches another instance on more
     than ``touch_frac`` of its boundary gets width = length = the fitted circle's diameter.
     """
-    T = lab.shape[0]
     xs, ys, ks, touch_k = [], [], [], []
     for axis in (1, 2):
         for step in (1, -1):
