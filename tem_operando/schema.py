@@ -95,6 +95,19 @@ RINGS = _cols(
     ("hkl", "str", "", "assigned reflection family"),
 )
 
+#: Provenance columns written after the contract's columns (issue 8): every number of a row can be
+#: traced to the model that segmented it and to the ``corrections.jsonl`` entries that changed it.
+PROVENANCE: dict[str, tuple[Column, ...]] = {
+    "tracks": _cols(
+        ("model", "str", "", "segmentation model name (summary.json 'model')"),
+        ("model_sha256", "str", "", "sha256 of the model file"),
+        ("corrections", "str", "", "ids of the corrections.jsonl entries behind the row, ';'-separated"),
+    ),
+    "phases": _cols(
+        ("corrections", "str", "", "ids of the corrections.jsonl entries behind the row, ';'-separated"),
+    ),
+}
+
 TABLES: dict[str, tuple[Column, ...]] = {
     "frames": FRAMES,
     "objects": OBJECTS,
@@ -152,3 +165,15 @@ def conform(df: pd.DataFrame, table: str, phases: list[str] | None = None) -> pd
 def units(table: str) -> dict[str, str]:
     """Column name → unit for a table (for plots and the report)."""
     return {c.name: c.unit for c in TABLES[table]}
+
+
+def join_ids(ids) -> str:
+    """Correction ids as written in a ``corrections`` column: sorted, ``;``-separated (``""`` for none)."""
+    return ";".join(str(i) for i in sorted({int(i) for i in ids}))
+
+
+def split_ids(text) -> list[int]:
+    """The ids of a ``corrections`` cell (inverse of :func:`join_ids`)."""
+    if text is None or (isinstance(text, float) and text != text):
+        return []
+    return [int(t) for t in str(text).split(";") if t.strip()]

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tem_operando import schema
 from tem_operando.results import ResultStore
 from tem_operando.results import corrections as corr
 
@@ -214,3 +215,63 @@ def test_torn_journal_line_and_new_run_keep_user_pixels(store):
     c6, i6 = corr.effective_masks(store, 6)
     assert c6[int(y), int(x)] == 2 and i6[int(y), int(x)] > 0
     assert corr.paint(store, 6, 1, points=[(x, y)])["id"] == 2  # the torn line is skipped, not fatal
+
+
+def test_every_track_and_phase_row_names_its_model_and_corrections(store):
+    """Issue 8 provenance: tracks.csv carries the model and the journal ids behind each row."""
+    summary = store.read_summary()
+    tr = store.read_table("tracks")
+    assert (tr["model"] == summary["model"]).all() and (tr["model_sha256"] == summary["model_sha256"]).all()
+    assert (tr["corrections"] == "").all() and (store.read_table("phases")["corrections"] == "").all()
+    ob = store.read_table("objects")
+    # erase part of one object of one track in one frame; merge two other tracks
+    counts = tr.sort_values("n_frames", ascending=False)["track_id"].to_numpy()
+    t_paint, a, b = (int(t) for t in counts[:3])
+    row = ob[ob["track_id"] == t_paint].iloc[0]
+    f = int(row["frame"])
+    c, i = corr.Corrector(store).masks(f)
+    ys, xs = np.nonzero(i == int(row["label"]))
+    e_erase = corr.erase(store, f, points=[(float(xs[0]), float(ys[0]))], radius=1.5)
+    e_merge = corr.merge_tracks(store, a, b)
+    ph = store.read_table("phases")
+    e_rel = corr.relabel_phase(store, int(ph["frame"].iloc[1]), "Na15Sn4")
+    corr.recompute(store)
+    tr2 = store.read_table("tracks").set_index("track_id")
+    assert e_erase["id"] in schema.split_ids(tr2.loc[t_paint, "corrections"])
+    assert schema.split_ids(tr2.loc[a, "corrections"]) == [e_merge["id"]]
+    untouched = [t for t in tr2.index if t not in (t_paint, a)]
+    # the 1.5 px stroke touches only the objects it covers in frame f
+    near = set(ob[(ob["frame"] == f)]["track_id"])
+    assert all(tr2.loc[t, "corrections"] == "" for t in untouched if t not in near)
+    ph2 = store.read_table("phases").set_index("frame")
+    assert ph2.loc[int(ph["frame"].iloc[1]), "corrections"] == str(e_rel["id"])
+    assert ph2.loc[int(ph["frame"].iloc[0]), "corrections"] == ""
+    # a calibration edit is behind every number
+    e_cal = corr.edit_calibration(store, nm_per_px=1.5 * summary["nm_per_px"])
+    corr.recompute(store)
+    tr3 = store.read_table("tracks")
+    assert all(e_cal["id"] in schema.split_ids(v) for v in tr3["corrections"])
+    assert store.read_summary()["corrections"]["active_ids"] == [e_erase["id"], e_merge["id"], e_rel["id"], e_cal["id"]]
+    from tem_operando.report import build_report
+
+    page = build_report(store.folder).read_text()
+    assert "Provenance" in page and summary["model_sha256"] in page
+    assert f"ids {e_erase['id']}, {e_merge['id']}, {e_rel['id']}, {e_cal['id']}" in page
+
+
+def test_reanalysis_into_the_same_folder_keeps_and_applies_the_corrections(store):
+    from tem_operando.pipeline import AnalyzeOptions, analyze
+
+    x, y = _empty_spot(store, 6)
+    e = corr.paint(store, 6, 2, points=[(x, y)], radius=4)
+    corr.recompute(store)
+    n_obj = len(store.read_table("objects").query("frame == 6"))
+    summary = analyze(store.read_summary()["input"], store.folder,
+                      AnalyzeOptions(model="baseline", chunk_frames=8, workers=1, scheduler="sync"), report=False)
+    assert summary["status"] == "complete" and summary["corrections"]["active_ids"] == [e["id"]]
+    assert corr.effective_masks(store, 6)[0][int(y), int(x)] == 2
+    ob = store.read_table("objects")
+    assert len(ob.query("frame == 6")) == n_obj
+    assert store.read_table("frames").set_index("frame").loc[6, "corrected"]
+    tr = store.read_table("tracks")
+    assert any(e["id"] in schema.split_ids(v) for v in tr["corrections"])

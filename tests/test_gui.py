@@ -227,3 +227,63 @@ def test_killed_mid_edit_loses_nothing(folder, tmp_path):
     m.set_frame(3)
     assert m.masks()[0][int(y), int(x)] == 2
     assert 3 in set(m.tables["frames"].query("corrected")["frame"])
+
+
+def _tiny_retrain():
+    from tem_operando.pipeline.retrain import RetrainOptions
+
+    return RetrainOptions(init="default", epochs=1, steps_per_epoch=3, batch=2, crop=64, synthetic_sessions=1)
+
+
+def test_retrain_button_fine_tunes_then_reprocesses_keeping_corrections(window, qtbot, folder, tmp_path, monkeypatch):
+    """Issue 8 from the GUI: corrections → fine-tuning in a worker → the session reprocessed with the new model."""
+    from tem_operando.segment.modelfile import card_path, sha256
+
+    monkeypatch.setenv("TEM_OPERANDO_DATA_DIR", str(tmp_path / "data"))
+    m = window.model
+    assert not window.tools.retrain_btn.isEnabled()  # nothing corrected yet
+    m.set_frame(4)
+    x, y = _free_point(m)
+    m.paint([(x, y), (x + 2, y)], cls=2, radius=4)
+    assert window.tools.retrain_btn.isEnabled() and "1 frame corrected" in window.tools.corrected_label.text()
+    window.retrain("my-material", options=_tiny_retrain())
+    steps = []
+    window.worker.progress.connect(lambda s, n: steps.append((s, n)))
+    with qtbot.waitSignal(window.worker.done, timeout=120000) as sig:
+        pass
+    path = Path(sig.args[0])
+    assert path == tmp_path / "data" / "models" / "my-material.pt" and path.is_file()
+    assert "## Hand-corrected frames used" in card_path(path).read_text()
+    assert steps and steps[-1] == (3, 3)
+    # reprocessing with the new model starts by itself (ask=False) and reopens the folder
+    msgs = []
+    window.statusBar().messageChanged.connect(msgs.append)
+    try:
+        qtbot.waitUntil(lambda: window.model is not None, timeout=60000)
+    except Exception:
+        raise AssertionError(msgs)
+    assert window.model.summary.get("model_sha256") == sha256(path), window.statusBar().currentMessage()
+    store = ResultStore(folder)
+    assert store.read_summary()["model"] == "my-material"
+    c, i = corr.effective_masks(store, 4)
+    assert c[int(y), int(x)] == 2 and i[int(y), int(x)] > 0  # the hand correction won over the new prediction
+    assert 4 in window.model.corrected_frames()
+    tr = store.read_table("tracks")
+    assert (tr["model_sha256"] == sha256(path)).all()
+
+
+def test_retrain_can_be_cancelled(window, qtbot, folder, tmp_path, monkeypatch):
+    from tem_operando.pipeline.retrain import RetrainOptions
+
+    monkeypatch.setenv("TEM_OPERANDO_DATA_DIR", str(tmp_path / "data"))
+    m = window.model
+    m.set_frame(2)
+    x, y = _free_point(m)
+    m.paint([(x, y)], cls=1, radius=4)
+    window.retrain("never", options=RetrainOptions(init="default", epochs=50, steps_per_epoch=50, batch=2, crop=64,
+                                                   synthetic_sessions=1), reprocess=True)
+    window.worker.progress.connect(lambda s, n: s >= 2 and window.cancel_btn.click())
+    with qtbot.waitSignal(window.worker.cancelled, timeout=120000):
+        pass
+    assert not (tmp_path / "data" / "models" / "never.pt").exists()
+    assert window.model is not None and window.cancel_btn.isHidden()

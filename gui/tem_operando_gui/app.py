@@ -50,6 +50,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self.progress = QtWidgets.QProgressBar(maximumWidth=260)
         self.progress.hide()
         self.statusBar().addPermanentWidget(self.progress)
+        self.cancel_btn = QtWidgets.QPushButton("Cancel training")
+        self.cancel_btn.clicked.connect(lambda: self.worker is not None and hasattr(self.worker, "cancel")
+                                        and self.worker.cancel())
+        self.cancel_btn.hide()
+        self.statusBar().addPermanentWidget(self.cancel_btn)
         self._docks: list[QtWidgets.QDockWidget] = []
         self._make_menus()
         placeholder = QtWidgets.QLabel("Open a results folder (Ctrl+O) or a recording (Ctrl+Shift+O)")
@@ -218,6 +223,7 @@ class MainWindow(QtWidgets.QMainWindow):
         split.setSizes([900, 600])
 
         self.tools = ToolsPanel(m)
+        self.tools.retrain_requested.connect(self.retrain_dialog)
         self.tracks = TracksTable(m)
         self.queue = ReviewQueue(m)
         for title, w, area in (("Correct", self.tools, QtCore.Qt.DockWidgetArea.LeftDockWidgetArea),
@@ -237,6 +243,96 @@ class MainWindow(QtWidgets.QMainWindow):
         m.journal_changed.connect(lambda: self.statusBar().showMessage("correction journaled and applied", 3000))
         n = len(m.tables["tracks"])
         self.statusBar().showMessage(f"{folder}: {m.n_frames} frames, {n} tracks", 5000)
+
+    # -- retraining ---------------------------------------------------------------------------------
+    def retrain_dialog(self) -> None:
+        """Ask for the new model's name, then :meth:`retrain` (the button in the Correct dock)."""
+        if not self._need_model():
+            return
+        if not self.model.corrected_frames():
+            self.statusBar().showMessage("correct some frames first: the network learns from them", 5000)
+            return
+        name = f"{Path(self.model.store.folder).name}-tuned"
+        if self.ask:
+            name, ok = QtWidgets.QInputDialog.getText(
+                self, "Retrain the network",
+                f"Fine-tune on the {len(self.model.corrected_frames())} corrected frames (a few minutes on a CPU)."
+                "\nName of the new model:", text=name)
+            if not ok or not name.strip():
+                return
+        self.retrain(name.strip())
+
+    def retrain(self, name: str, options=None, reprocess: bool = True) -> None:
+        """Fine-tune the network on this folder's corrected frames in a worker thread.
+
+        The model goes to the user model folder (``tem-operando models list`` shows it). When it is
+        written and ``reprocess`` is true, the session is analysed again with it into the same
+        folder; the journal stays, so every hand correction wins over the new predictions.
+        """
+        from tem_operando.segment.infer import user_models_dir
+
+        from .worker import RetrainWorker
+
+        if not self._need_model() or (self.worker is not None and self.worker.isRunning()):
+            self.statusBar().showMessage("a job is already running", 4000)
+            return
+        out = user_models_dir() / (name if name.endswith(".pt") else name + ".pt")
+        self._reprocess_after = reprocess
+        self._retrain_folder = str(self.model.store.folder)
+        self.worker = RetrainWorker([self._retrain_folder], str(out), options, parent=self)
+        self.progress.setRange(0, 0)
+        self.progress.setFormat("training: step %v/%m")
+        self.progress.show()
+        self.cancel_btn.show()
+        self.worker.progress.connect(self._progress)
+        self.worker.log.connect(lambda line: self.statusBar().showMessage(line[:200]))
+        self.worker.done.connect(self._retrained)
+        self.worker.cancelled.connect(lambda msg: self._retrain_ended(msg))
+        self.worker.failed.connect(lambda msg: self._retrain_ended(msg, error=True))
+        self.statusBar().showMessage(f"fine-tuning {out.name} on {len(self.model.corrected_frames())} corrected frames …")
+        self.worker.start()
+
+    def _retrain_ended(self, msg: str, error: bool = False) -> None:
+        self.progress.hide()
+        self.cancel_btn.hide()
+        if error and self.ask:
+            QtWidgets.QMessageBox.critical(self, "Retraining failed", msg)
+        self.statusBar().showMessage(msg, 10000)
+
+    def _retrained(self, path: str) -> None:
+        self._retrain_ended(f"wrote {path} and its model card")
+        self.last_model = path
+        if not self._reprocess_after:
+            return
+        folder = self._retrain_folder
+        recording = (self.model.summary if self.model is not None else {}).get("input")
+        if not recording or not Path(recording).exists():
+            self.statusBar().showMessage(f"model written to {path}; the recording {recording} is gone, so the "
+                                         "session cannot be reprocessed here", 10000)
+            return
+        if self.ask:
+            r = QtWidgets.QMessageBox.question(self, "Reprocess?", f"Reprocess {Path(recording).name} with the new "
+                                               f"model {Path(path).stem}?\nYour corrections stay applied.")
+            if r != QtWidgets.QMessageBox.StandardButton.Yes:
+                return
+        self.reprocess(path, recording, folder)
+
+    def reprocess(self, model: str, recording: str | None = None, folder: str | None = None) -> None:
+        """Analyse the open session again with ``model`` into its own folder (corrections are kept)."""
+        if not self._need_model():
+            return
+        folder = folder or str(self.model.store.folder)
+        recording = recording or self.model.summary.get("input")
+        self.model.set_playing(False)
+        self.model.close()
+        self.model = None
+        for d in self._docks:
+            self.removeDockWidget(d)
+            d.deleteLater()
+        self._docks = []
+        self.video = self.tools = self.queue = None
+        self.setCentralWidget(QtWidgets.QLabel(f"reprocessing with {Path(model).stem} …"))
+        self.analyse(recording, folder, model=model)
 
     # -- exports ------------------------------------------------------------------------------------
     def _need_model(self) -> bool:

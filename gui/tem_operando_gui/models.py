@@ -167,6 +167,10 @@ class ReviewModel:
         cal = (self.summary.get("corrections") or {}).get("calibration") or {}
         return float(cal.get("fps") or self.summary.get("fps") or 10.0)
 
+    def corrected_frames(self) -> list[int]:
+        """Frames whose masks the user corrected (what a retraining learns from)."""
+        return [int(f) for f in (self.summary.get("corrections") or {}).get("corrected_frames") or []]
+
     def load_tables(self) -> None:
         """Read the tables (and objects with labels and wire geometry) from the folder."""
         self.summary = self.store.read_summary()

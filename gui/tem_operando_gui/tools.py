@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from qtpy import QtWidgets
+from qtpy import QtCore, QtWidgets
 
 from .models import ReviewModel
 
@@ -11,6 +11,9 @@ TOOL_LABELS = {"navigate": "Select (V)", "brush": "Brush (B)", "erase": "Erase (
 
 
 class ToolsPanel(QtWidgets.QWidget):
+    #: the user asked to fine-tune the network on the corrected frames (the window runs it)
+    retrain_requested = QtCore.Signal()
+
     def __init__(self, model: ReviewModel, parent=None):
         super().__init__(parent)
         self.model = model
@@ -94,6 +97,17 @@ class ToolsPanel(QtWidgets.QWidget):
         lay.addLayout(ur)
         self.undo_btn.clicked.connect(model.undo)
         self.redo_btn.clicked.connect(model.redo)
+        net = QtWidgets.QGroupBox("Network")
+        nl = QtWidgets.QVBoxLayout(net)
+        self.corrected_label = QtWidgets.QLabel()
+        self.corrected_label.setWordWrap(True)
+        self.retrain_btn = QtWidgets.QPushButton("Retrain on corrected frames…")
+        self.retrain_btn.setToolTip("Fine-tune the segmentation network on the frames corrected by hand "
+                                    "(mixed with synthetic sessions), then reprocess this session with it")
+        nl.addWidget(self.corrected_label)
+        nl.addWidget(self.retrain_btn)
+        lay.addWidget(net)
+        self.retrain_btn.clicked.connect(self.retrain_requested.emit)
         self.journal_label = QtWidgets.QLabel()
         self.journal_label.setWordWrap(True)
         lay.addWidget(self.journal_label)
@@ -127,6 +141,10 @@ class ToolsPanel(QtWidgets.QWidget):
         self.undo_btn.setEnabled(m.can_undo())
         self.redo_btn.setEnabled(m.can_redo())
         self.journal_label.setText(f"journal: {n} entries in corrections.jsonl")
+        k = len(m.corrected_frames())
+        self.corrected_label.setText(f"{k} frame{'s' if k != 1 else ''} corrected by hand"
+                                     + ("" if k else " (paint or erase masks to teach the network)"))
+        self.retrain_btn.setEnabled(k > 0)
         self._selection(m.selected)
         self._frame()
 

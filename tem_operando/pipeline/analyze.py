@@ -533,12 +533,6 @@ def complete(run: Run, ranges: list[tuple[int, int]], records: list[dict], *, re
         for k, v in (r.get("stage_s") or {}).items():
             stage_s[k] = stage_s.get(k, 0.0) + v
     fin = finalize(run.store, ranges, run.info, run.opts, run.phase_names)
-    from ..results.corrections import apply_corrections
-
-    if any(True for _ in run.store.corrections()):
-        t0 = time.perf_counter()
-        apply_corrections(run.store)  # the user's corrections win over the new predictions
-        fin["timings"]["corrections_s"] = time.perf_counter() - t0
     elapsed = time.perf_counter() - run.t_start
     n = ranges[-1][1] if ranges else 0
     modes = gather(folder, ranges, "frames")
@@ -547,6 +541,14 @@ def complete(run: Run, ranges: list[tuple[int, int]], records: list[dict], *, re
                                n_image_frames=fin["n_image_frames"], n_diffraction_frames=fin["n_diffraction_frames"],
                                every_nth=run.opts.every_nth,
                                modes=sorted(set(modes["mode"])) if not modes.empty else [], **(extra or {}))
+    if any(True for _ in run.store.corrections()):
+        # the user's corrections win over the new predictions (a replay needs the finished run)
+        from ..results.corrections import apply_corrections
+
+        t0 = time.perf_counter()
+        replay = apply_corrections(run.store)
+        summary = run.store.update_summary(n_tracks=len(replay.tables["tracks"]), stage_s={
+            **summary.get("stage_s", {}), "corrections_s": time.perf_counter() - t0})
     if report:  # after finish(): the report shows the complete summary
         t0 = time.perf_counter()
         from ..report import build_report

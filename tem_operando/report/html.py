@@ -65,7 +65,8 @@ def tracks_table(tracks: pd.DataFrame) -> str:
             ("area_expansion_pct", "area exp.", "%"), ("volume_expansion_pct", "volume exp.", "%"),
             (("front_velocity_nm_s", "front_velocity_ci95_nm_s"), "front velocity", "nm/s"),
             ("front_exponent_n", "n (x∝tⁿ)", ""), ("diffusion_coefficient_nm2_s", "D_eff", "nm²/s"),
-            ("n_steps", "steps", ""), ("fracture_frame", "fracture frame", "")]
+            ("n_steps", "steps", ""), ("fracture_frame", "fracture frame", ""),
+            ("corrections", "corrections", "")]
     head = "".join(f"<th>{html.escape(t)}{' [' + u + ']' if u else ''}</th>" for _, t, u in cols)
     rows = []
     for _, r in tracks.iterrows():
@@ -74,7 +75,8 @@ def tracks_table(tracks: pd.DataFrame) -> str:
             if isinstance(key, tuple):
                 cells.append(f"<td>{_with_ci(r.get(key[0]), r.get(key[1]))}</td>")
             else:
-                cells.append(f"<td>{_fmt(r.get(key))}</td>")
+                v = r.get(key)
+                cells.append(f"<td>{html.escape(str(v or '–'))}</td>" if key == "corrections" else f"<td>{_fmt(v)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
@@ -105,6 +107,26 @@ def phases_summary(phases: pd.DataFrame) -> str:
     counts = phases["best_phase"].value_counts()
     rows = "".join(f"<tr><td class='l'>{html.escape(str(k))}</td><td>{v}</td></tr>" for k, v in counts.items())
     return f"<table><tr><th class='l'>best phase</th><th>frames</th></tr>{rows}</table>"
+
+
+def provenance_section(summary: dict, tracks: pd.DataFrame, phases: pd.DataFrame) -> str:
+    """Where the numbers come from: the model (name, sha256) and the corrections applied."""
+    corr = summary.get("corrections") or {}
+    ids = corr.get("active_ids") or []
+    rows = [("segmentation model", summary.get("model")), ("model sha256", summary.get("model_sha256")),
+            ("phase library", ", ".join(summary.get("phases", []) or []) or "–"),
+            ("corrections applied", f"{len(ids)} of {corr.get('entries', 0)} journal entries"
+                                    + (f" (ids {', '.join(map(str, ids))})" if ids else "")),
+            ("frames corrected by hand", ", ".join(map(str, corr.get("corrected_frames") or [])) or "–"),
+            ("frames excluded", ", ".join(map(str, corr.get("excluded_frames") or [])) or "–")]
+    n_tr = int((tracks["corrections"] != "").sum()) if "corrections" in tracks else 0
+    n_ph = int((phases["corrections"] != "").sum()) if "corrections" in phases else 0
+    rows.append(("rows changed by corrections", f"{n_tr} of {len(tracks)} tracks, {n_ph} of {len(phases)} phase frames"))
+    meta = "".join(f"<tr><th class='l'>{html.escape(k)}</th><td class='l'>{html.escape(str(v))}</td></tr>"
+                   for k, v in rows)
+    return ("<h2>Provenance</h2><p class='muted'>Every row of tracks.csv names its model (columns model, "
+            "model_sha256) and the ids of the corrections.jsonl entries behind it (column corrections); "
+            f"so does every row of phases.csv.</p><table>{meta}</table>")
 
 
 def write_report(folder: str | Path, title: str | None = None) -> Path:
@@ -159,6 +181,7 @@ def write_report(folder: str | Path, title: str | None = None) -> Path:
     for sec, figs in sections.items():
         body.append(f"<h2>{html.escape(sec)}</h2>")
         body += figs
+    body.append(provenance_section(summary, tracks, phases))
     if not frames.empty:
         units = schema.units("frames")
         body.append(f"<p class='muted'>{len(frames)} frames; drift in {units['drift_x_nm']}; "

@@ -469,13 +469,14 @@ class Corrector:
 
     def _read_base(self, table: str) -> pd.DataFrame:
         p = self._base_dir() / f"{table}.csv"
+        text = ("mode", "best_phase", "phase", "hkl", "kind", "model", "model_sha256", "corrections")
         try:
-            df = pd.read_csv(p)
+            df = pd.read_csv(p, dtype={c: str for c in text})
         except pd.errors.EmptyDataError:
             return schema.empty(table)
-        for c in ("mode", "best_phase", "phase", "hkl", "kind"):
+        for c in text:
             if c in df:
-                df[c] = df[c].fillna("").astype(str)
+                df[c] = df[c].astype(object).fillna("").astype(str)
         return df
 
     def _build_base(self, summary: dict, ident: dict) -> dict[str, pd.DataFrame]:
@@ -615,7 +616,11 @@ class Corrector:
         ob = base["objects"].copy()
         ob["time_s"] = ob["time_s"] * s_t
         _scale_lengths(ob, s_len)
-        ob = ob[~ob["frame"].isin(corrected)]
+        ob = ob[~ob["frame"].isin(corrected)].copy()
+        # provenance: the journal ids behind each object row, and behind tracks that lost a frame's object
+        calib_ids = frozenset(e["id"] for e in active if e["kind"] == "edit_calibration")
+        ob["_corr"] = [calib_ids] * len(ob)
+        lost: dict[int, set[int]] = {}
         new_parts = []
         next_id = [max([int(base["objects"]["track_id"].max()) if not base["objects"].empty else 0]
                        + [int(e.get("new_track_base") or 0) for e in entries]
@@ -628,6 +633,7 @@ class Corrector:
             if m.empty:
                 continue
             m["track_id"] = self._assign_ids(f, i, m, base["objects"], mask_entries[f], s_len, next_id)
+            m["_corr"] = self._touching(f, i, m, mask_entries[f], calib_ids, lost)
             new_parts.append(m)
         if new_parts:
             ob = pd.concat([ob] + new_parts, ignore_index=True)
@@ -639,16 +645,24 @@ class Corrector:
         contacts = {int(k): tuple(v) for k, v in (summary.get("parameters", {}).get("contact_nm") or {}).items()}
         excluded: set[int] = set()
         relabels: list[dict] = []
+        def mark(sel, eid: int) -> None:
+            ob.loc[sel, "_corr"] = ob.loc[sel, "_corr"].map(lambda ids: ids | {eid})
+
         for e in active:
             k = e["kind"]
             if k == "merge_tracks":
-                ob = self._merge(ob, int(e["keep"]), int(e["other"]), nm, fi, merged)
+                keep, other = int(e["keep"]), int(e["other"])
+                ob = self._merge(ob, keep, other, nm, fi, merged)
+                mark(ob["track_id"] == keep, e["id"])
+                lost.setdefault(keep, set()).update(lost.pop(other, set()) | {e["id"]})
             elif k == "split_track":
                 sel = (ob["track_id"] == int(e["track_id"])) & (ob["frame"] >= int(e["frame"]))
                 nid = int(e["new_track_id"])
                 if nid in set(ob["track_id"]):
                     nid = next_id[0] = next_id[0] + 1
+                mark(ob["track_id"] == int(e["track_id"]), e["id"])
                 ob.loc[sel, "track_id"] = nid
+                lost[nid] = set(lost.get(int(e["track_id"]), ()))
             elif k == "delete_track":
                 gone = ob[ob["track_id"] == int(e["track_id"])]
                 for f, lab in gone[["frame", "label"]].itertuples(index=False):
@@ -659,8 +673,11 @@ class Corrector:
                 f = int(e["frame"])
                 dx, dy = (fi.loc[f, ["drift_x_nm", "drift_y_nm"]].to_numpy(float) if f in fi.index else (0.0, 0.0))
                 contacts[int(e["track_id"])] = (float(e["x"]) * nm - np.nan_to_num(dx), float(e["y"]) * nm - np.nan_to_num(dy))
+                mark(ob["track_id"] == int(e["track_id"]), e["id"])
             elif k == "exclude_frames":
                 (excluded.update if e.get("excluded", True) else excluded.difference_update)(int(f) for f in e["frames"])
+                hit = set(ob.loc[ob["frame"].isin([int(f) for f in e["frames"]]), "track_id"])
+                mark(ob["track_id"].isin(hit), e["id"])
             elif k == "relabel_phase":
                 relabels.append(e)
         ob = ob[~ob["frame"].isin(excluded)]
@@ -672,10 +689,17 @@ class Corrector:
             ob["kind"] = np.where(share > 0.5, "wire", "particle").astype(object)
 
         # 5. kinetics
+        row_corr = ob.pop("_corr")
         if not ob.empty:
             tracks, fronts = analyze_kinetics(ob, nm_per_px=nm, contact_nm=contacts or None)
         else:
             tracks, fronts = schema.empty("tracks"), schema.empty("fronts")
+        per_track: dict[int, set[int]] = {}
+        for tid, ids in zip(ob["track_id"].to_numpy(), row_corr.to_numpy()):
+            per_track.setdefault(int(tid), set()).update(ids)
+        tracks = tracks.copy()
+        tracks["corrections"] = [schema.join_ids(per_track.get(int(t), set()) | lost.get(int(t), set()))
+                                 for t in tracks["track_id"]]
 
         # 6. frames, phases, rings
         counts = ob.groupby("frame").size()
@@ -688,7 +712,9 @@ class Corrector:
         if not ph.empty:
             ph["time_s"] = ph["time_s"] * s_t
             ph["corrected"] = False
+            ph_ids = {int(f): set(calib_ids) for f in ph["frame"]}
             for e in relabels:
+                ph_ids.setdefault(int(e["frame"]), set(calib_ids)).add(e["id"])
                 sel = ph["frame"] == int(e["frame"])
                 ph.loc[sel, "best_phase"] = e["phase"]
                 ph.loc[sel, "confidence"] = 1.0
@@ -697,6 +723,12 @@ class Corrector:
                     col = "amorphous_fraction" if name == "amorphous" else schema.phase_column(name)
                     if col in ph:
                         ph.loc[sel, col] = float(v)
+            for e in active:
+                if e["kind"] == "exclude_frames":  # a frame put back in
+                    for f in e["frames"]:
+                        if int(f) in ph_ids:
+                            ph_ids[int(f)].add(e["id"])
+            ph["corrections"] = [schema.join_ids(ph_ids.get(int(f), ())) for f in ph["frame"]]
             ph = ph[~ph["frame"].isin(excluded)]
         rg = base["rings"].copy()
         if not rg.empty:
@@ -723,6 +755,41 @@ class Corrector:
                 "calibration": {"nm_per_px": nm, "inv_nm_per_px": inv, "fps": fps}, "applied": _now()})
         self.last = replay
         return replay
+
+    def _touching(self, frame: int, instances: np.ndarray, meas: pd.DataFrame, entries: list[dict],
+                  base_ids: frozenset, lost: dict[int, set[int]]) -> list[frozenset]:
+        """Per object of a corrected frame, the ids of the strokes that touch it (plus ``base_ids``).
+
+        A stroke touches an object when it covers (or borders, within 1 px) one of its pixels in the
+        corrected masks; a stroke over a predicted object that no longer exists (erased, deleted)
+        is recorded in ``lost`` under that object's track.
+        """
+        from scipy import ndimage
+
+        _, pred = self._read_pred([frame])
+        pred = pred[0]
+        lt = self._label_track or {}
+        labels = meas["label"].to_numpy(int)
+        ids: dict[int, set[int]] = {int(lab): set(base_ids) for lab in labels}
+        H, W = instances.shape
+        for e in entries:
+            if e["kind"] == "delete_object":
+                region = np.zeros((H, W), bool)
+                y, x = int(round(e["y"])), int(round(e["x"]))
+                if 0 <= y < H and 0 <= x < W:
+                    region[y, x] = True
+                    if pred[y, x]:
+                        region |= pred == pred[y, x]
+            else:
+                region = ndimage.binary_dilation(rasterize(e, (H, W)), iterations=1)
+            for lab in np.unique(instances[region]):
+                if int(lab) in ids:
+                    ids[int(lab)].add(e["id"])
+            for lab in np.unique(pred[region]):
+                tid = lt.get((frame, int(lab)))
+                if lab and tid is not None:
+                    lost.setdefault(tid, set()).add(e["id"])
+        return [frozenset(ids[int(lab)]) for lab in labels]
 
     def _assign_ids(self, frame: int, instances: np.ndarray, meas: pd.DataFrame, base_ob: pd.DataFrame,
                     entries: list[dict], s_len: float, next_id: list[int]) -> np.ndarray:
@@ -796,6 +863,7 @@ class Corrector:
             if m.empty:
                 m = _combine_rows(ob[sel])
             m["track_id"] = keep
+            m["_corr"] = [frozenset().union(*ob.loc[sel, "_corr"])] * len(m)
             merged.setdefault(int(f), {}).update({int(lab): labs[0] for lab in labs[1:]})
             ob = pd.concat([ob[~sel], m], ignore_index=True)
         return ob

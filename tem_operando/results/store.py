@@ -63,10 +63,20 @@ class ResultStore:
         return self.folder / name
 
     def write_table(self, table: str, df: pd.DataFrame, phases: list[str] | None = None) -> Path:
-        """Write a contract table atomically after checking and ordering its columns."""
+        """Write a contract table atomically after checking and ordering its columns.
+
+        Tables with provenance columns (:data:`tem_operando.schema.PROVENANCE`) get the ones the
+        writer left out: ``model`` and ``model_sha256`` from ``summary.json``, ``corrections``
+        empty (the corrections replay writes its own).
+        """
         if table not in schema.TABLES:
             raise ValueError(f"unknown table {table!r}; one of {sorted(schema.TABLES)}")
         df = schema.conform(df, table, phases)
+        prov = [c.name for c in schema.PROVENANCE.get(table, ()) if c.name not in df.columns]
+        if prov:
+            summary = self.read_summary()
+            for c in prov:
+                df[c] = "" if c == "corrections" else str(summary.get(c) or "")
         p = self.path(TABLE_FILES[table])
         atomic_write_bytes(p, df.to_csv(index=False, float_format="%.10g").encode())
         return p
@@ -76,11 +86,12 @@ class ResultStore:
         p = self.path(TABLE_FILES[table])
         if not p.is_file():
             return schema.empty(table)
+        text = [c.name for c in schema.TABLES[table] + schema.PROVENANCE.get(table, ()) if c.dtype == "str"]
         try:
-            df = pd.read_csv(p, keep_default_na=True)
+            df = pd.read_csv(p, keep_default_na=True, dtype={c: str for c in text})
         except pd.errors.EmptyDataError:
             return schema.empty(table)
-        for c in schema.TABLES[table]:
+        for c in schema.TABLES[table] + schema.PROVENANCE.get(table, ()):
             if c.dtype == "str" and c.name in df:
                 df[c.name] = df[c.name].fillna("").astype(str)
         return df
