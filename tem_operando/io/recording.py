@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import math
 import os
 from dataclasses import dataclass
@@ -51,6 +53,14 @@ class FrameChunk:
     def index(self) -> np.ndarray:
         """Frame numbers of the chunk."""
         return np.arange(self.start, self.stop)
+
+
+@functools.lru_cache(maxsize=8)
+def _ones(n: int) -> np.ndarray:
+    """A read-only float32 vector of ``n`` ones (the finite check's summing vector)."""
+    v = np.ones(n, np.float32)
+    v.flags.writeable = False
+    return v
 
 
 class Recording:
@@ -154,10 +164,13 @@ class Recording:
         except Exception as exc:
             raise RecordingError(self.path, f"frames {start}-{stop - 1} cannot be read, the file may be "
                                  f"truncated or corrupt ({type(exc).__name__}: {exc})") from None
+        integer = np.asarray(block[:0]).dtype.kind in "iub"  # integers cannot hold NaN or inf
         block = np.asarray(block, dtype=np.float32)
-        if self.check_finite and block.dtype.kind == "f":
-            # a frame's sum is finite unless the frame holds NaN/inf (or overflows: then look closer)
-            sums = block.reshape(len(block), -1).sum(axis=1)
+        if self.check_finite and not integer:
+            # a frame's sum is finite unless the frame holds NaN/inf (or overflows: then look closer);
+            # summed as a matrix-vector product, BLAS's vectorised loop (NaN and inf propagate)
+            flat = block.reshape(len(block), -1)
+            sums = flat @ _ones(flat.shape[1])
             bad = ~np.isfinite(sums)
             if bad.any():
                 bad[bad] = ~np.isfinite(block[bad]).reshape(int(bad.sum()), -1).all(axis=1)
