@@ -6,7 +6,7 @@ each stage's share of the chunk time. Memory flatness: the same recording at two
 RSS side by side (it must not grow with length). The baseline measured in the same run is
 reading the recording alone (``iter_chunks``), so the ratio says what the stages cost on top.
 
-Run: ``python benchmarks/pipeline.py [--model baseline|PATH] [--frames 96]``
+Run: ``python benchmarks/pipeline.py [--model baseline|PATH] [--frames 240]``
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def report(name: str, res: dict) -> None:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="network", help="'network' (shipped), 'baseline' or a model file")
-    ap.add_argument("--frames", type=int, default=96)
+    ap.add_argument("--frames", type=int, default=240, help="frames per recording (2 min at 2 frames/s)")
     ap.add_argument("--chunk", type=int, default=32)
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:

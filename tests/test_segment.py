@@ -336,3 +336,21 @@ def test_help_does_not_import_torch():
             "print('torch' in sys.modules)")
     r = subprocess.run(check=False, args=[sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stdout.strip() == "False", r.stderr
+
+
+def test_fine_tuning_keeps_the_normalisation_statistics(small_data, tiny_model, tmp_path):
+    """A few steps on a handful of frames must not drag BatchNorm's running statistics (forgetting)."""
+    import torch
+
+    parent = load_model_file(tiny_model)["state_dict"]
+    stats = [k for k in parent if k.endswith("running_mean") or k.endswith("running_var")]
+    assert stats
+    base = dict(seed=1, init=str(tiny_model), lr=1e-3, **{**TINY, "epochs": 1})
+    frozen = load_model_file(train(small_data, tmp_path / "f.pt", TrainConfig(**base), progress=False,
+                                   log=lambda *a: None))["state_dict"]
+    free = load_model_file(train(small_data, tmp_path / "u.pt", TrainConfig(**base, freeze_norm=False),
+                                 progress=False, log=lambda *a: None))["state_dict"]
+    assert all(torch.equal(frozen[k], parent[k]) for k in stats)
+    assert not all(torch.equal(free[k], parent[k]) for k in stats)
+    conv = next(k for k in parent if k.endswith("weight") and parent[k].ndim == 4)
+    assert not torch.equal(frozen[conv], parent[conv])  # the weights themselves still learn

@@ -39,8 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-frames-per-recording", type=int, default=None, metavar="N",
                    help="use at most N frames (evenly spaced) of each synthetic recording")
     g.add_argument("--synthetic", type=int, default=None, metavar="N",
-                   help="random synthetic sessions (6 frames each) mixed in so the network does not forget "
-                        "(default 16 when fine-tuning on hand-corrected frames or annotation sets, else 0)")
+                   help="random synthetic sessions (2 frames each) mixed in so the network does not forget "
+                        "(default 64 when fine-tuning on hand-corrected frames or annotation sets, else 0)")
     g.add_argument("--synthetic-share", type=float, default=0.5, metavar="F",
                    help="share of the crops drawn from the synthetic mix (default 0.5)")
     g.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")

@@ -25,8 +25,10 @@ import numpy as np
 
 from ..errors import TemOperandoError
 
-#: synthetic sessions (6 frames each) mixed into a fine-tuning run on user frames by default
-DEFAULT_SYNTHETIC_SESSIONS = 16
+#: synthetic sessions mixed into a fine-tuning run on user frames by default: many sessions of few
+#: frames each, so the mix is a fair sample of the training distribution (a small one makes the
+#: network drift towards its peculiarities, i.e. forget)
+DEFAULT_SYNTHETIC_SESSIONS = 64
 
 
 @dataclass
@@ -46,6 +48,7 @@ class RetrainOptions:
     depth: int = 4
     blocks: int = 2
     synthetic_sessions: int | None = None  #: None: DEFAULT_SYNTHETIC_SESSIONS with user frames, else 0
+    synthetic_frames: int = 2  #: frames per synthetic session
     synthetic_share: float = 0.5  #: share of the crops drawn from the synthetic mix
     max_frames_per_recording: int | None = None
     restart: bool = False  #: ignore an existing checkpoint
@@ -160,13 +163,14 @@ def retrain(data: Sequence[str | os.PathLike], out: str | os.PathLike, options: 
     frames = user
     if n_syn:
         log(f"rendering {n_syn} synthetic sessions to mix in ({o.synthetic_share:.0%} of the crops) …")
-        syn = synthetic_mix(n_syn, shape=user.frames.shape[1:], seed=o.seed)
+        syn = synthetic_mix(n_syn, n_frames=o.synthetic_frames, shape=user.frames.shape[1:], seed=o.seed)
         frames = concat([user, syn])
         n_u, n_s = len(user), len(syn)
         share = o.synthetic_share
         weights = np.concatenate([np.full(n_u, (1 - share) / n_u), np.full(n_s, share / n_s)])
         always = np.concatenate([np.ones(n_u, bool), np.zeros(n_s, bool)])
-        mix_info = {"sessions": int(n_syn), "frames": int(n_s), "share_of_crops": float(share),
+        mix_info = {"sessions": int(n_syn), "frames": int(n_s), "frames_per_session": int(o.synthetic_frames),
+                    "share_of_crops": float(share),
                     "seed": int(o.seed), "recipe": "tem_operando.segment.datasets.synthetic_mix"}
 
     fine = bool(init)

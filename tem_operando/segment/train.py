@@ -47,6 +47,13 @@ class TrainConfig:
     boundary_px: int = 2
     name: str = ""
     init: str = ""  # model fine-tuned from ('' = from scratch)
+    #: keep BatchNorm statistics fixed (None: when fine-tuning). A few hundred steps on a handful of
+    #: frames would otherwise drag the running statistics away from what the network learned on.
+    freeze_norm: bool | None = None
+    #: exponential moving average of the weights, per step (None: 0.98 when fine-tuning, else off).
+    #: The average of the last ~1/(1-decay) steps is what gets validated and saved: a few hundred
+    #: small-batch steps on a handful of frames are noisy, their average much less so.
+    ema_decay: float | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -192,10 +199,20 @@ def _validate(model, xn, classes, instances, val, radius):
             losses.append(float(loss_fn(out, c, s)) * len(ii))
             pred = out[:, :3].argmax(1).numpy()
             po.append(pred > 0), pr.append(pred == 2), to.append(classes[ii] > 0), tr.append(classes[ii] == 2)
-    model.train()
     return dict(val_loss=sum(losses) / val.size,
                 val_iou_objects=iou(np.concatenate(po), np.concatenate(to)),
                 val_iou_reacted=iou(np.concatenate(pr), np.concatenate(tr)))
+
+
+def _train_mode(model, freeze_norm: bool) -> None:
+    """Training mode; with ``freeze_norm`` the BatchNorm layers stay in eval mode (fixed statistics)."""
+    from torch import nn
+
+    model.train()
+    if freeze_norm:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
 
 
 def _rng_state(rng: np.random.Generator) -> str:
@@ -266,7 +283,10 @@ def train(data: FrameSet, out: str | os.PathLike, cfg: TrainConfig, *, restart: 
         cfg.width, cfg.depth, cfg.blocks = (int(obj["config"][k]) for k in ("width", "depth", "blocks"))
     else:
         model = SegNet(cfg.width, cfg.depth, cfg.blocks)
-    model.train()
+    freeze = bool(cfg.init) if cfg.freeze_norm is None else bool(cfg.freeze_norm)
+    _train_mode(model, freeze)
+    decay = (0.98 if cfg.init else 0.0) if cfg.ema_decay is None else float(cfg.ema_decay)
+    ema = _ema_copy(model) if decay > 0 else None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = cfg.epochs * cfg.steps_per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total, 1),
@@ -278,6 +298,8 @@ def train(data: FrameSet, out: str | os.PathLike, cfg: TrainConfig, *, restart: 
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         if json.loads(ck["config"]) == _cfg_key(cfg):
             model.load_state_dict(ck["model"])
+            if ema is not None and "ema" in ck:
+                ema.load_state_dict(ck["ema"])
             opt.load_state_dict(ck["opt"])
             sched.load_state_dict(ck["sched"])
             rng.bit_generator.state = json.loads(ck["rng"])
@@ -307,22 +329,27 @@ def train(data: FrameSet, out: str | os.PathLike, cfg: TrainConfig, *, restart: 
             loss.backward()
             opt.step()
             sched.step()
+            if ema is not None:
+                _ema_update(ema, model, decay)
             losses.append(float(loss.detach()))
             if callback is not None:
                 callback(epoch * cfg.steps_per_epoch + k + 1, total)
         row = dict(epoch=epoch + 1, step=(epoch + 1) * cfg.steps_per_epoch, train_loss=float(np.mean(losses)),
                    lr=float(sched.get_last_lr()[0]), elapsed_s=time.perf_counter() - t0)
-        row.update(_validate(model, xn, data.classes, data.instances, val_idx, cfg.boundary_px))
+        final = ema if ema is not None else model
+        row.update(_validate(final, xn, data.classes, data.instances, val_idx, cfg.boundary_px))
+        _train_mode(model, freeze)
         history.append(row)
         _write_curves(out, history)
-        _save_checkpoint(ckpt_path, model, opt, sched, rng, cfg, history, epoch + 1)
+        _save_checkpoint(ckpt_path, model, opt, sched, rng, cfg, history, epoch + 1, ema)
         # the latest weights are always usable as a model (load with verify=False: no card yet)
-        save_model_file(out.with_name(out.stem + ".latest.pt"), model, name=name,
+        save_model_file(out.with_name(out.stem + ".latest.pt"), final, name=name,
                         training=_training_info(cfg, data, history))
         log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
 
-    model.eval()
-    sha = save_model_file(out, model, name=name, training=_training_info(cfg, data, history))
+    final = ema if ema is not None else model
+    final.eval()
+    sha = save_model_file(out, final, name=name, training=_training_info(cfg, data, history))
     write_card(out, sha, cfg, data, history)
     latest = out.with_name(out.stem + ".latest.pt")
     if latest.exists():
@@ -337,12 +364,36 @@ def _cfg_key(cfg: TrainConfig) -> dict:
     return json.loads(json.dumps(d))
 
 
-def _save_checkpoint(path, model, opt, sched, rng, cfg, history, epoch):
+def _ema_copy(model):
+    """A frozen copy of ``model`` to hold the moving average of its weights."""
+    import copy
+
+    ema = copy.deepcopy(model)
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    ema.eval()
+    return ema
+
+
+def _ema_update(ema, model, decay: float) -> None:
+    """``ema ← decay·ema + (1 − decay)·model`` for the weights; buffers (BatchNorm statistics) copied."""
+    import torch
+
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), model.parameters()):
+            e.lerp_(p, 1.0 - decay)
+        for e, b in zip(ema.buffers(), model.buffers()):
+            e.copy_(b)
+
+
+def _save_checkpoint(path, model, opt, sched, rng, cfg, history, epoch, ema=None):
     import torch
 
     obj = dict(model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), rng=_rng_state(rng),
                torch_rng=torch.get_rng_state(), history=json.dumps(history),
                config=json.dumps(_cfg_key(cfg)), epoch=epoch)
+    if ema is not None:
+        obj["ema"] = ema.state_dict()
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
