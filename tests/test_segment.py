@@ -354,3 +354,58 @@ def test_fine_tuning_keeps_the_normalisation_statistics(small_data, tiny_model, 
     assert not all(torch.equal(free[k], parent[k]) for k in stats)
     conv = next(k for k in parent if k.endswith("weight") and parent[k].ndim == 4)
     assert not torch.equal(frozen[conv], parent[conv])  # the weights themselves still learn
+
+
+def test_class_bias_undoes_a_known_over_segmentation():
+    """Logits that favour the objects by +1.2 on blurred rims: the fitted bias moves the decision back."""
+    from scipy import ndimage
+
+    from tem_operando.segment.infer import decode
+    from tem_operando.segment.train import fit_class_bias
+
+    rng = np.random.default_rng(0)
+    truth = np.zeros((6, 64, 64), np.uint8)
+    yy, xx = np.mgrid[:64, :64]
+    for k in range(6):
+        cy, cx, r = rng.uniform(20, 44, 2).tolist() + [rng.uniform(8, 14)]
+        d = np.hypot(yy - cy, xx - cx)
+        truth[k][d < r] = 1
+        truth[k][(d < r) & (d > 0.6 * r)] = 2
+    onehot = np.stack([(truth == c).astype(np.float32) for c in range(3)], 1)
+    logits = 4 * np.stack([ndimage.gaussian_filter(onehot[:, c], (0, 2, 2)) for c in range(3)], 1)
+    logits[:, 1:] += 1.2  # the over-segmenting network
+    logits += rng.normal(0, 0.05, logits.shape).astype(np.float32)
+    bias, info = fit_class_bias(logits, truth, step_px=1)
+    # the rim is reacted: its bias is pinned; the pristine core never touches the background
+    assert bias[0] == 0 and -1.6 < bias[2] < -0.8 and bias[1] < 0
+    assert info["iou_objects_after"] > info["iou_objects_before"] + 0.05
+    seams = np.full((6, 1, 64, 64), -10, np.float32)
+    plain = decode(np.concatenate([logits, seams], 1), min_area_px=4).classes
+    fixed = decode(np.concatenate([logits, seams], 1), min_area_px=4, class_bias=bias).classes
+    assert (plain > 0).sum() > (fixed > 0).sum() and np.mean((fixed > 0) == (truth > 0)) > np.mean((plain > 0) == (truth > 0))
+    # perfect logits: no bias (the gain would be below min_gain)
+    b0, _ = fit_class_bias(10 * onehot, truth)
+    assert not b0.any()
+
+
+def test_models_calibrate_writes_a_verified_model_with_biases(tiny_model, tmp_path, capsys):
+    from tem_operando.cli import main
+    from tem_operando.segment.modelfile import card_path, card_sha256, sha256
+
+    out = tmp_path / "cal.pt"
+    assert main(["models", "calibrate", str(tiny_model), "--out", str(out), "--sessions", "2"]) == 0
+    obj = load_model_file(out)  # verified against its card
+    assert len(obj["class_bias"]) == 3 and card_sha256(out) == sha256(out)
+    card = card_path(out).read_text()
+    assert "## Decision biases" in card and "`cal.pt`" in card
+    assert torch_equal_state(obj["state_dict"], load_model_file(tiny_model)["state_dict"])  # weights unchanged
+    from tem_operando.segment import load_segmenter
+
+    seg = load_segmenter(out)
+    assert seg.class_bias.shape == (3,)
+
+
+def torch_equal_state(a: dict, b: dict) -> bool:
+    import torch
+
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

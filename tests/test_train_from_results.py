@@ -44,6 +44,6 @@ def test_models_list_shows_shipped_and_user_models(tmp_path, monkeypatch, capsys
     (user / "mine.pt").write_bytes((user / "mine.pt").read_bytes() + b"x")  # tampered: card no longer matches
     assert main(["models", "list"]) == 0
     out = capsys.readouterr().out
-    assert "shipped (default)" in out and "segnet-s" in out and "0.809" in out
+    assert "shipped (default)" in out and "segnet-s" in out and "0.814" in out
     line = next(ln for ln in out.splitlines() if "mine" in ln)
     assert line.startswith("user") and "MISMATCH" in line

@@ -1,4 +1,5 @@
-"""``tem-operando models list``: the shipped and the user's segmentation models with their metrics."""
+"""``tem-operando models list``: the shipped and the user's segmentation models with their metrics;
+``tem-operando models calibrate``: fit a model's decision biases on fresh synthetic sessions."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub.required = True
     ls = sub.add_parser("list", help="list models")
     ls.add_argument("--dir", action="append", default=[], metavar="DIR", help="also list models in DIR")
+    cal = sub.add_parser("calibrate", help="fit a model's decision biases on fresh synthetic sessions")
+    cal.add_argument("model", help="model file, shipped model name or user model name")
+    cal.add_argument("--out", required=True, metavar="MODEL", help="new model file (may be the same path)")
+    cal.add_argument("--sessions", type=int, default=24, metavar="N", help="synthetic sessions (default 24)")
 
 
 def card_metrics(card: Path, dose: str = "10") -> dict[str, str]:
@@ -34,6 +39,15 @@ def card_metrics(card: Path, dose: str = "10") -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.models_command == "calibrate":
+        from ..segment.infer import resolve_model
+        from ..segment.train import calibrate_model
+
+        if args.sessions < 1:
+            raise SystemExit(f"tem-operando models calibrate: --sessions must be at least 1, got {args.sessions}")
+        out, _, _ = calibrate_model(resolve_model(args.model), Path(args.out), n_sessions=args.sessions)
+        print(f"wrote {out}; re-run `tem-operando evaluate --model {out} --update-card` for its metrics")
+        return 0
     from ..segment.infer import DEFAULT_MODEL, models_dir, user_models_dir
     from ..segment.modelfile import card_path, card_sha256, sha256
 

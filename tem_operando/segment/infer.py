@@ -174,6 +174,7 @@ class NetworkSegmenter:
         self.scale, self.tile, self.overlap, self.batch = float(scale), int(tile), int(overlap), int(batch)
         self.optimise = optimise
         self.seam_threshold, self.min_area_px = float(seam_threshold), int(min_area_px)
+        self.class_bias = np.asarray(model_dict.get("class_bias") or (0.0, 0.0, 0.0), np.float32)
         model = build_from_file(model_dict, self.path).to(self.device)
         self.multiple = model.multiple
         if optimise != "eager":
@@ -264,17 +265,23 @@ class NetworkSegmenter:
         else:
             lg = self.logits(xn)
         return decode(lg, seam_threshold=self.seam_threshold, min_area_px=self.min_area_px,
-                      probabilities=probabilities)
+                      probabilities=probabilities, class_bias=self.class_bias)
 
     __call__ = predict
 
 
 def decode(logits: np.ndarray, *, seam_threshold: float = 0.5, min_area_px: int = 16,
-           probabilities: bool = False) -> SegmentationResult:
-    """Network logits (n, 4, Y, X) → classes, instances, per-frame confidence."""
+           probabilities: bool = False, class_bias=None) -> SegmentationResult:
+    """Network logits (n, 4, Y, X) → classes, instances, per-frame confidence.
+
+    ``class_bias`` (3 floats) is added to the class logits first: the model's calibrated decision
+    thresholds (:func:`tem_operando.segment.train.fit_class_bias`).
+    """
     from scipy import ndimage
 
     cl = logits[:, :3]
+    if class_bias is not None and np.any(class_bias):
+        cl = cl + np.asarray(class_bias, np.float32)[None, :, None, None]
     cl = cl - cl.max(axis=1, keepdims=True)
     p = np.exp(cl)
     p /= p.sum(axis=1, keepdims=True)

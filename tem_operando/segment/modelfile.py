@@ -57,8 +57,13 @@ def card_sha256(path: str | os.PathLike) -> str | None:
     return m.group(1).lower() if m else None
 
 
-def save_model_file(path: str | os.PathLike, model, *, name: str, training: dict | None = None) -> str:
-    """Write ``model`` (a SegNet) as a model file atomically; returns its sha256."""
+def save_model_file(path: str | os.PathLike, model, *, name: str, training: dict | None = None,
+                    class_bias=None) -> str:
+    """Write ``model`` (a SegNet) as a model file atomically; returns its sha256.
+
+    ``class_bias`` (3 floats, logits) is added to the class logits before the decision; see
+    :func:`tem_operando.segment.train.fit_class_bias`.
+    """
     import torch
 
     from .network import CLASS_NAMES
@@ -74,6 +79,8 @@ def save_model_file(path: str | os.PathLike, model, *, name: str, training: dict
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "training": training or {},
     }
+    if class_bias is not None:
+        obj["class_bias"] = [float(v) for v in class_bias]
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
