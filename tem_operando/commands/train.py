@@ -22,15 +22,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from", dest="init", metavar="MODEL", default=None,
                    help="fine-tune this model (a path, a shipped model name, or 'default')")
     p.add_argument("--epochs", type=int, default=None, metavar="N",
-                   help="epochs (default 20 from scratch, 5 when fine-tuning)")
+                   help="epochs (default 20 from scratch, 6 when fine-tuning)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
     g = p.add_argument_group("training settings")
     g.add_argument("--steps-per-epoch", type=int, default=None, metavar="N",
-                   help="optimiser steps per epoch (default 200, at most ~ frames/2 when fine-tuning)")
+                   help="optimiser steps per epoch (default 200, 100 when fine-tuning)")
     g.add_argument("--batch", type=int, default=12, metavar="B", help="crops per step (default 12)")
     g.add_argument("--crop", type=int, default=128, metavar="PX", help="crop size, px (default 128)")
     g.add_argument("--lr", type=positive(float), default=None, metavar="LR",
-                   help="peak learning rate (default 3e-3, 1e-3 when fine-tuning)")
+                   help="peak learning rate (default 3e-3, 5e-4 when fine-tuning)")
     g.add_argument("--width", type=int, default=16, help="network width (from scratch only; default 16)")
     g.add_argument("--depth", type=int, default=4, help="network depth (from scratch only; default 4)")
     g.add_argument("--blocks", type=int, default=2, help="blocks per level (from scratch only; default 2)")
@@ -41,8 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--synthetic", type=int, default=None, metavar="N",
                    help="random synthetic sessions (2 frames each) mixed in so the network does not forget "
                         "(default 64 when fine-tuning on hand-corrected frames or annotation sets, else 0)")
-    g.add_argument("--synthetic-share", type=float, default=0.5, metavar="F",
-                   help="share of the crops drawn from the synthetic mix (default 0.5)")
+    g.add_argument("--synthetic-share", type=float, default=0.4, metavar="F",
+                   help="share of the crops drawn from the synthetic mix (default 0.4)")
     g.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -8,9 +8,12 @@ A results folder given as data contributes the frames the user corrected by hand
 :func:`tem_operando.results.corrections.export_annotation_set`, so the user's pixels are the
 truth). Fine-tuning on a handful of frames alone would make the network forget what it knew, so
 random synthetic sessions (:func:`tem_operando.segment.datasets.synthetic_mix`) are mixed in and
-half of the crops (``synthetic_share``) are drawn from them; the hand-corrected frames always train
-and the validation frames come from the synthetic mix (a forgetting check). The new model's card
-and its file record which corrections of which sessions it learned from.
+40 % of the crops (``synthetic_share``) are drawn from them; the hand-corrected frames always train
+and the validation frames come from the synthetic mix (a forgetting check). While fine-tuning,
+BatchNorm statistics stay fixed and the moving average of the weights is what gets saved (see
+:class:`tem_operando.segment.train.TrainConfig`); the decision biases are refitted on the
+validation and the hand-corrected frames. The new model's card and its file record which
+corrections of which sessions it learned from.
 """
 
 from __future__ import annotations
@@ -36,11 +39,11 @@ class RetrainOptions:
     """Settings of a (fine-)tuning run; None means "the default for this kind of run"."""
 
     init: str | None = "default"  #: model to start from: "default" (shipped), a name or path; None = scratch
-    epochs: int | None = None  #: default 5 when fine-tuning, 20 from scratch
-    steps_per_epoch: int | None = None  #: default scales with the data (20–200) when fine-tuning, else 200
+    epochs: int | None = None  #: default 6 when fine-tuning, 20 from scratch
+    steps_per_epoch: int | None = None  #: default 100 when fine-tuning, else 200
     batch: int = 12  #: crops per step
     crop: int = 128  #: crop size, px
-    lr: float | None = None  #: peak learning rate (default 1e-3 fine-tuning, 3e-3 from scratch)
+    lr: float | None = None  #: peak learning rate (default 5e-4 fine-tuning, 3e-3 from scratch)
     seed: int = 0
     threads: int = 2  #: CPU threads
     val_fraction: float = 0.05
@@ -49,9 +52,10 @@ class RetrainOptions:
     blocks: int = 2
     synthetic_sessions: int | None = None  #: None: DEFAULT_SYNTHETIC_SESSIONS with user frames, else 0
     synthetic_frames: int = 2  #: frames per synthetic session
-    synthetic_share: float = 0.5  #: share of the crops drawn from the synthetic mix
+    synthetic_share: float = 0.4  #: share of the crops drawn from the synthetic mix
     max_frames_per_recording: int | None = None
     restart: bool = False  #: ignore an existing checkpoint
+    distill: float | None = None  #: weight of the pull towards the starting model (None: the default)
 
 
 def results_as_annotation_sets(paths: Sequence[str | os.PathLike], tmp: Path) -> tuple[list[str], list[dict]]:
@@ -174,19 +178,19 @@ def retrain(data: Sequence[str | os.PathLike], out: str | os.PathLike, options: 
                     "seed": int(o.seed), "recipe": "tem_operando.segment.datasets.synthetic_mix"}
 
     fine = bool(init)
-    epochs = o.epochs if o.epochs is not None else (5 if fine else 20)
+    epochs = o.epochs if o.epochs is not None else (6 if fine else 20)
     if epochs < 1:
         raise TemOperandoError(f"epochs must be at least 1, got {epochs}")
-    steps = o.steps_per_epoch or (max(20, min(200, len(frames) // 2)) if fine else 200)
+    steps = o.steps_per_epoch or (100 if fine else 200)
     extra = {}
     if sources:
         extra["corrections"] = sources
     if mix_info:
         extra["synthetic_mix"] = mix_info
     cfg = TrainConfig(epochs=epochs, steps_per_epoch=steps, batch=o.batch, crop=o.crop,
-                      lr=o.lr or (1e-3 if fine else 3e-3), seed=o.seed, val_fraction=o.val_fraction,
+                      lr=o.lr or (5e-4 if fine else 3e-3), seed=o.seed, val_fraction=o.val_fraction,
                       width=o.width, depth=o.depth, blocks=o.blocks, threads=o.threads,
-                      name=out.stem, init=init, extra=extra)
+                      name=out.stem, init=init, extra=extra, distill=o.distill)
     train(frames, out, cfg, restart=o.restart, progress=progress, log=log, weights=weights,
           always_train=always, callback=callback, cancel=cancel)
     _append_card(out, sources, mix_info)

@@ -57,6 +57,11 @@ class TrainConfig:
     ema_decay: float | None = None
     #: fit the decision biases on the validation frames (and the always-trained ones) at the end
     calibrate: bool = True
+    #: weight of the distillation term (learning without forgetting): on the crops of frames that
+    #: are not always-trained (the synthetic mix), the fine-tuned network is also pulled towards
+    #: the outputs of the model it started from. None: 1.0 when fine-tuning with always-trained
+    #: (hand-corrected) frames, else 0.
+    distill: float | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -102,21 +107,35 @@ def _augment(x: np.ndarray, c: np.ndarray, b: np.ndarray, rng: np.random.Generat
 
 
 def sample_batch(xn: np.ndarray, classes: np.ndarray, instances: np.ndarray, idx: np.ndarray,
-                 cfg: TrainConfig, rng: np.random.Generator, p: np.ndarray | None = None):
+                 cfg: TrainConfig, rng: np.random.Generator, p: np.ndarray | None = None,
+                 return_index: bool = False):
     """A batch of augmented random crops: inputs (B,1,c,c), classes (B,c,c), seams (B,c,c).
 
-    ``p`` (optional) gives the probability of drawing each frame of ``idx``.
+    ``p`` (optional) gives the probability of drawing each frame of ``idx``; ``return_index``
+    also returns the frame each crop came from.
     """
     n, Y, X = xn.shape
     cy, cx = min(cfg.crop, Y), min(cfg.crop, X)
     xs, cs, bs = [], [], []
-    for i in rng.choice(idx, size=cfg.batch, p=p):
+    drawn = rng.choice(idx, size=cfg.batch, p=p)
+    for i in drawn:
         y0, x0 = int(rng.integers(0, Y - cy + 1)), int(rng.integers(0, X - cx + 1))
         sl = (slice(y0, y0 + cy), slice(x0, x0 + cx))
         b = boundary_target(instances[i][sl], cfg.boundary_px)
         x, c, b = _augment(xn[i][sl].astype(np.float32), classes[i][sl], b, rng)
         xs.append(x), cs.append(c), bs.append(b)
-    return np.stack(xs)[:, None], np.stack(cs).astype(np.int64), np.stack(bs).astype(np.float32)
+    out = np.stack(xs)[:, None], np.stack(cs).astype(np.int64), np.stack(bs).astype(np.float32)
+    return (*out, drawn) if return_index else out
+
+
+def distill_loss(student, teacher):
+    """Per-pixel KL divergence of the class outputs + soft-target BCE of the seams (teacher → student)."""
+    from torch.nn import functional as F
+
+    p = teacher[:, :3].softmax(1)
+    kl = (p * (p.clamp_min(1e-8).log() - student[:, :3].log_softmax(1))).sum(1).mean()
+    seam = F.binary_cross_entropy_with_logits(student[:, 3], teacher[:, 3].sigmoid())
+    return kl + 0.5 * seam
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,6 +381,9 @@ def train(data: FrameSet, out: str | os.PathLike, cfg: TrainConfig, *, restart: 
     _train_mode(model, freeze)
     decay = (0.98 if cfg.init else 0.0) if cfg.ema_decay is None else float(cfg.ema_decay)
     ema = _ema_copy(model) if decay > 0 else None
+    user = np.zeros(len(data), bool) if always_train is None else np.asarray(always_train, bool)
+    w_distill = ((1.0 if (cfg.init and user.any()) else 0.0) if cfg.distill is None else float(cfg.distill))
+    teacher = _ema_copy(model) if (w_distill > 0 and cfg.init) else None  # the model it started from
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = cfg.epochs * cfg.steps_per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total, 1),
@@ -398,8 +420,16 @@ def train(data: FrameSet, out: str | os.PathLike, cfg: TrainConfig, *, restart: 
         for k in _progress(range(cfg.steps_per_epoch), f"epoch {epoch + 1}/{cfg.epochs}", progress):
             if cancel is not None and cancel():
                 raise TrainingCancelled(f"training of {out.name} cancelled during epoch {epoch + 1}")
-            x, c, s = sample_batch(xn, data.classes, data.instances, train_idx, cfg, rng, p_train)
-            loss = loss_fn(model(torch.from_numpy(x)), torch.from_numpy(c), torch.from_numpy(s))
+            x, c, s, drawn = sample_batch(xn, data.classes, data.instances, train_idx, cfg, rng, p_train,
+                                          return_index=True)
+            xt = torch.from_numpy(x)
+            pred = model(xt)
+            loss = loss_fn(pred, torch.from_numpy(c), torch.from_numpy(s))
+            keep = torch.from_numpy(~user[drawn])
+            if teacher is not None and bool(keep.any()):
+                with torch.no_grad():
+                    target = teacher(xt[keep])
+                loss = loss + w_distill * distill_loss(pred[keep], target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
