@@ -409,3 +409,16 @@ def torch_equal_state(a: dict, b: dict) -> bool:
     import torch
 
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_distillation_loss_is_smallest_at_the_teacher():
+    import torch
+
+    from tem_operando.segment.train import distill_loss
+
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(2, 4, 16, 16, generator=g)
+    same = float(distill_loss(t, t))
+    for _ in range(5):
+        s = t + 0.5 * torch.randn(2, 4, 16, 16, generator=g)
+        assert float(distill_loss(s, t)) > same
