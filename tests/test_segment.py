@@ -422,3 +422,19 @@ def test_distillation_loss_is_smallest_at_the_teacher():
     for _ in range(5):
         s = t + 0.5 * torch.randn(2, 4, 16, 16, generator=g)
         assert float(distill_loss(s, t)) > same
+
+
+def test_fine_tuning_keeps_the_decision_biases_unless_asked_to_refit(small_data, tiny_model, tmp_path):
+    from tem_operando.segment.train import calibrate_model
+
+    cal, bias, _ = calibrate_model(tiny_model, tmp_path / "cal.pt", n_sessions=2, log=lambda *a: None)
+    base = dict(seed=1, init=str(cal), lr=1e-3, **{**TINY, "epochs": 1})
+    kept = train(small_data, tmp_path / "k.pt", TrainConfig(**base), progress=False, log=lambda *a: None)
+    assert load_model_file(kept)["class_bias"] == [float(v) for v in bias]
+    assert "kept from the model this one was fine-tuned from" in (tmp_path / "k.MODEL_CARD.md").read_text()
+    none = train(small_data, tmp_path / "n.pt", TrainConfig(**base, calibrate="none"), progress=False,
+                 log=lambda *a: None)
+    assert "class_bias" not in load_model_file(none)
+    with pytest.raises(ValueError, match="calibrate"):
+        train(small_data, tmp_path / "x.pt", TrainConfig(**base, calibrate="maybe"), progress=False,
+              log=lambda *a: None)

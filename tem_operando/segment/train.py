@@ -55,8 +55,11 @@ class TrainConfig:
     #: The average of the last ~1/(1-decay) steps is what gets validated and saved: a few hundred
     #: small-batch steps on a handful of frames are noisy, their average much less so.
     ema_decay: float | None = None
-    #: fit the decision biases on the validation frames (and the always-trained ones) at the end
-    calibrate: bool = True
+    #: decision biases at the end: "fit" them on the validation frames, "keep" the starting
+    #: model's, or "none". None: "keep" when fine-tuning from a model that has them (distillation
+    #: keeps its decisions on the original data, and a few validation frames would make a noisy
+    #: fit), else "fit". ``tem-operando models calibrate`` refits on fresh synthetic sessions.
+    calibrate: str | None = None
     #: weight of the distillation term (learning without forgetting): on the crops of frames that
     #: are not always-trained (the synthetic mix), the fine-tuned network is also pulled towards
     #: the outputs of the model it started from. None: 1.0 when fine-tuning with always-trained
@@ -363,6 +366,8 @@ def train(data: FrameSet, out: str | os.PathLike, cfg: TrainConfig, *, restart: 
     from .modelfile import build_from_file, load_model_file, save_model_file
     from .network import SegNet
 
+    if cfg.calibrate not in (None, "fit", "keep", "none"):
+        raise ValueError(f"calibrate must be 'fit', 'keep' or 'none', got {cfg.calibrate!r}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     ckpt_path = out.with_suffix(".ckpt")
@@ -371,9 +376,12 @@ def train(data: FrameSet, out: str | os.PathLike, cfg: TrainConfig, *, restart: 
     torch.use_deterministic_algorithms(True, warn_only=True)
     name = cfg.name or out.stem
 
+    parent_bias = None
     if cfg.init:
         obj = load_model_file(cfg.init)
         model = build_from_file(obj, cfg.init)
+        if obj.get("class_bias") is not None:
+            parent_bias = np.asarray(obj["class_bias"], float)
         cfg.width, cfg.depth, cfg.blocks = (int(obj["config"][k]) for k in ("width", "depth", "blocks"))
     else:
         model = SegNet(cfg.width, cfg.depth, cfg.blocks)
@@ -455,9 +463,13 @@ def train(data: FrameSet, out: str | os.PathLike, cfg: TrainConfig, *, restart: 
     final = ema if ema is not None else model
     final.eval()
     bias, bias_info = None, None
+    mode = cfg.calibrate or ("keep" if parent_bias is not None else "fit")
     cal_idx = np.union1d(val_idx, np.flatnonzero(always_train) if always_train is not None else [])
     cal_idx = cal_idx.astype(int)
-    if cfg.calibrate and cal_idx.size and (data.classes[cal_idx] > 0).any():
+    if mode == "keep" and parent_bias is not None:
+        bias = parent_bias
+        log(f"decision biases kept from {Path(cfg.init).name}: {bias[1]:+.2f}, {bias[2]:+.2f}")
+    elif mode == "fit" and cal_idx.size and (data.classes[cal_idx] > 0).any():
         bias, bias_info = fit_class_bias(_model_logits(final, xn, cal_idx), data.classes[cal_idx])
         log(f"decision biases (pristine, reacted) {bias[1]:+.2f}, {bias[2]:+.2f}: IoU objects "
             f"{bias_info['iou_objects_before']:.3f} → {bias_info['iou_objects_after']:.3f}, reacted "
@@ -561,9 +573,12 @@ def _write_curves(out: Path, history: list[dict]) -> None:
 
 
 def bias_section(bias, info: dict | None, source: str = "validation frames") -> str:
-    """The model card's paragraph on the decision biases (empty without a fit)."""
-    if info is None or bias is None:
+    """The model card's paragraph on the decision biases (empty without biases)."""
+    if bias is None:
         return ""
+    if info is None:
+        return (f"## Decision biases\n{float(bias[1]):+.2f} (pristine) and {float(bias[2]):+.2f} (reacted) are added "
+                "to the class logits before the decision, kept from the model this one was fine-tuned from.\n")
     return (f"## Decision biases\n{float(bias[1]):+.2f} (pristine) and {float(bias[2]):+.2f} (reacted) are added to the "
             f"class logits before the decision (stored in the file as `class_bias`), fitted on {info['frames']} "
             f"{source} to undo the over-segmentation that the class weights and Dice terms cause: IoU "
