@@ -232,7 +232,8 @@ def test_killed_mid_edit_loses_nothing(folder, tmp_path):
 def _tiny_retrain():
     from tem_operando.pipeline.retrain import RetrainOptions
 
-    return RetrainOptions(init="default", epochs=1, steps_per_epoch=3, batch=2, crop=64, synthetic_sessions=1)
+    return RetrainOptions(init="default", epochs=1, steps_per_epoch=3, batch=2, crop=64, synthetic_sessions=1,
+                          calibration_sessions=2)
 
 
 def test_retrain_button_fine_tunes_then_reprocesses_keeping_corrections(window, qtbot, folder, tmp_path, monkeypatch):

@@ -55,7 +55,11 @@ class RetrainOptions:
     synthetic_share: float = 0.4  #: share of the crops drawn from the synthetic mix
     max_frames_per_recording: int | None = None
     restart: bool = False  #: ignore an existing checkpoint
-    distill: float | None = None  #: weight of the pull towards the starting model (None: the default)
+    distill: float | None = 3.0  #: weight of the pull towards the starting model on synthetic crops
+    #: decision biases: None = refit on the hand-corrected frames and as many fresh synthetic frames
+    #: (each group weighing the same) when fine-tuning on user frames, else the training default
+    calibrate: str | None = None
+    calibration_sessions: int = 16  #: fresh synthetic sessions (4 frames each) for that refit
 
 
 def results_as_annotation_sets(paths: Sequence[str | os.PathLike], tmp: Path) -> tuple[list[str], list[dict]]:
@@ -190,9 +194,15 @@ def retrain(data: Sequence[str | os.PathLike], out: str | os.PathLike, options: 
     cfg = TrainConfig(epochs=epochs, steps_per_epoch=steps, batch=o.batch, crop=o.crop,
                       lr=o.lr or (5e-4 if fine else 3e-3), seed=o.seed, val_fraction=o.val_fraction,
                       width=o.width, depth=o.depth, blocks=o.blocks, threads=o.threads,
-                      name=out.stem, init=init, extra=extra, distill=o.distill)
+                      name=out.stem, init=init, extra=extra, distill=o.distill, calibrate=o.calibrate)
+    calibration = None
+    if o.calibrate is None and user_frames and fine and o.calibration_sessions > 0:
+        from ..segment.train import calibration_frames
+
+        cfg.calibrate = "fit"
+        calibration = calibration_frames(o.calibration_sessions, 4, shape=user.frames.shape[1:])
     train(frames, out, cfg, restart=o.restart, progress=progress, log=log, weights=weights,
-          always_train=always, callback=callback, cancel=cancel)
+          always_train=always, callback=callback, cancel=cancel, calibration=calibration)
     _append_card(out, sources, mix_info)
     return out
 

@@ -230,7 +230,7 @@ def _validate(model, xn, classes, instances, val, radius):
 
 
 def fit_class_bias(logits: np.ndarray, classes: np.ndarray, *, step_px: int = 2,
-                   min_gain: float = 0.005) -> tuple[np.ndarray, dict]:
+                   min_gain: float = 0.005, groups: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """Decision biases for the class logits that maximise mean(IoU objects, IoU reacted).
 
     Class-weighted cross-entropy and the Dice terms make the network over-segment: uncertain
@@ -246,6 +246,9 @@ def fit_class_bias(logits: np.ndarray, classes: np.ndarray, *, step_px: int = 2,
         True classes.
     min_gain : float
         Keep zero biases unless the score improves by at least this much.
+    groups : ndarray, (n,), optional
+        A group label per frame (e.g. the user's frames and synthetic ones): the score is the
+        mean over groups, so each group weighs the same whatever its number of pixels.
 
     Returns
     -------
@@ -255,19 +258,26 @@ def fit_class_bias(logits: np.ndarray, classes: np.ndarray, *, step_px: int = 2,
         Scores (``iou_objects``, ``iou_reacted`` before and after) and the number of frames.
     """
     lg = np.asarray(logits[:, :3, ::step_px, ::step_px], np.float32)
-    t = np.asarray(classes[:, ::step_px, ::step_px]).ravel()
-    d1 = (lg[:, 1] - lg[:, 0]).ravel()
-    d2 = (lg[:, 2] - lg[:, 0]).ravel()
-    to, tr = t > 0, t == 2
-    n_to, n_tr = int(to.sum()), int(tr.sum())
+    t = np.asarray(classes[:, ::step_px, ::step_px])
+    g = np.zeros(len(t), int) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
+    parts = []
+    for k in np.unique(g):
+        sel = g == k
+        tk = t[sel].ravel()
+        d1 = (lg[sel, 1] - lg[sel, 0]).ravel()
+        d2 = (lg[sel, 2] - lg[sel, 0]).ravel()
+        parts.append((d1, d2, tk > 0, tk == 2))
 
     def score(b1: float, b2: float) -> tuple[float, float, float]:
-        e1, e2 = d1 + b1, d2 + b2
-        po = np.maximum(e1, e2) > 0
-        pr = po & (e2 >= e1)
-        io = (po & to).sum() / max(int(po.sum()) + n_to - int((po & to).sum()), 1)
-        ir = (pr & tr).sum() / max(int(pr.sum()) + n_tr - int((pr & tr).sum()), 1)
-        return (float(io) + float(ir)) / 2, float(io), float(ir)
+        ios, irs = [], []
+        for d1, d2, to, tr in parts:
+            e1, e2 = d1 + b1, d2 + b2
+            po = np.maximum(e1, e2) > 0
+            pr = po & (e2 >= e1)
+            ios.append((po & to).sum() / max(int((po | to).sum()), 1))
+            irs.append((pr & tr).sum() / max(int((pr | tr).sum()), 1))
+        io, ir = float(np.mean(ios)), float(np.mean(irs))
+        return (io + ir) / 2, io, ir
 
     base = score(0.0, 0.0)
     best = (base, 0.0, 0.0)
@@ -333,7 +343,8 @@ def sampling_probabilities(weights: np.ndarray | None, idx: np.ndarray) -> np.nd
 
 def train(data: FrameSet, out: str | os.PathLike, cfg: TrainConfig, *, restart: bool = False,
           progress: bool = True, log=print, weights: np.ndarray | None = None,
-          always_train: np.ndarray | None = None, callback=None, cancel=None) -> Path:
+          always_train: np.ndarray | None = None, callback=None, cancel=None,
+          calibration: FrameSet | None = None) -> Path:
     """Train (or fine-tune, ``cfg.init``) a network on ``data`` and write the model ``out``.
 
     Parameters
@@ -355,6 +366,10 @@ def train(data: FrameSet, out: str | os.PathLike, cfg: TrainConfig, *, restart: 
         Called after every optimisation step (for a progress bar in the GUI).
     cancel : callable() -> bool, optional
         Polled every step; when it returns True, :class:`TrainingCancelled` is raised.
+    calibration : FrameSet, optional
+        More frames (never trained on) for fitting the decision biases, with the validation
+        frames; the always-trained frames form a group of their own that weighs the same
+        (:func:`fit_class_bias` ``groups``).
 
     Returns
     -------
@@ -469,11 +484,18 @@ def train(data: FrameSet, out: str | os.PathLike, cfg: TrainConfig, *, restart: 
     if mode == "keep" and parent_bias is not None:
         bias = parent_bias
         log(f"decision biases kept from {Path(cfg.init).name}: {bias[1]:+.2f}, {bias[2]:+.2f}")
-    elif mode == "fit" and cal_idx.size and (data.classes[cal_idx] > 0).any():
-        bias, bias_info = fit_class_bias(_model_logits(final, xn, cal_idx), data.classes[cal_idx])
+    elif mode == "fit" and (cal_idx.size or calibration is not None):
+        lgs, cls = [_model_logits(final, xn, cal_idx)] if cal_idx.size else [], [data.classes[cal_idx]]
+        grp = [user[cal_idx].astype(int)]
+        if calibration is not None and len(calibration):
+            xc = normalise(calibration.frames).astype(np.float32)
+            lgs.append(_model_logits(final, xc, np.arange(len(calibration))))
+            cls.append(calibration.classes)
+            grp.append(np.zeros(len(calibration), int))
+        bias, bias_info = fit_class_bias(np.concatenate(lgs), np.concatenate(cls), groups=np.concatenate(grp))
         log(f"decision biases (pristine, reacted) {bias[1]:+.2f}, {bias[2]:+.2f}: IoU objects "
             f"{bias_info['iou_objects_before']:.3f} → {bias_info['iou_objects_after']:.3f}, reacted "
-            f"{bias_info['iou_reacted_before']:.3f} → {bias_info['iou_reacted_after']:.3f} on {cal_idx.size} frames")
+            f"{bias_info['iou_reacted_before']:.3f} → {bias_info['iou_reacted_after']:.3f} on {bias_info['frames']} frames")
     info = _training_info(cfg, data, history)
     if bias_info is not None:
         info["class_bias_fit"] = bias_info
@@ -641,6 +663,18 @@ dihedral transforms, gain/offset, illumination ramps.
 CALIBRATION_SEED_OFFSET = 750_000
 
 
+def calibration_frames(n_sessions: int = 24, n_frames: int = 4, shape: tuple[int, int] = (256, 256)) -> FrameSet:
+    """Frames of random synthetic sessions reserved for calibration (seeds from :data:`CALIBRATION_SEED_OFFSET`)."""
+    from .datasets import concat, random_recipe, synthetic_frames
+
+    sets, seed = [], CALIBRATION_SEED_OFFSET
+    while len(sets) < n_sessions:
+        if random_recipe(seed)["scene"] != "empty":
+            sets.append(synthetic_frames(seed, n_frames, shape=tuple(int(v) for v in shape))[0])
+        seed += 1
+    return concat(sets)
+
+
 def calibrate_model(model: str | os.PathLike, out: str | os.PathLike, *, n_sessions: int = 24,
                     n_frames: int = 4, log=print) -> tuple[Path, np.ndarray, dict]:
     """Fit a model's decision biases on fresh synthetic sessions and write it as a new model file.
@@ -664,18 +698,12 @@ def calibrate_model(model: str | os.PathLike, out: str | os.PathLike, *, n_sessi
     (Path, ndarray, dict)
         The file, the biases and the fit's scores.
     """
-    from .datasets import concat, random_recipe, synthetic_frames
     from .modelfile import build_from_file, card_path, load_model_file, save_model_file
 
     model, out = Path(model), Path(out)
     obj = load_model_file(model)
     net = build_from_file(obj, model).eval()
-    sets, seed = [], CALIBRATION_SEED_OFFSET
-    while len(sets) < n_sessions:
-        if random_recipe(seed)["scene"] != "empty":
-            sets.append(synthetic_frames(seed, n_frames)[0])
-        seed += 1
-    data = concat(sets)
+    data = calibration_frames(n_sessions, n_frames)
     xn = normalise(data.frames).astype(np.float32)
     bias, info = fit_class_bias(_model_logits(net, xn, np.arange(len(data))), data.classes)
     log(f"decision biases (pristine, reacted) {bias[1]:+.2f}, {bias[2]:+.2f}: IoU objects "
