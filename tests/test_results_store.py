@@ -75,3 +75,23 @@ def test_missing_folder_is_a_clear_error(tmp_path):
 
     with pytest.raises(TemOperandoError, match="no such results folder"):
         ResultStore(tmp_path / "nope")
+
+
+def test_atomic_helpers_leave_the_old_file_or_the_whole_new_one(tmp_path):
+    """Writers that need a file name (torch.save, np.savez) go through atomic_path: a failure in
+    the middle leaves the previous file untouched and no temporary file behind."""
+    from tem_operando._files import atomic_path, atomic_write_text
+
+    target = tmp_path / "model.npz"
+    with atomic_path(target, suffix=".npz") as tmp:
+        np.savez(tmp, a=np.arange(3))
+    assert np.array_equal(np.load(target)["a"], np.arange(3))
+    with pytest.raises(RuntimeError):
+        with atomic_path(target, suffix=".npz") as tmp:
+            np.savez(tmp, a=np.arange(5))
+            raise RuntimeError("interrupted")
+    assert np.array_equal(np.load(target)["a"], np.arange(3))
+    card = tmp_path / "card.md"
+    atomic_write_text(card, "µ-metrics ✓\n")
+    assert card.read_text(encoding="utf-8") == "µ-metrics ✓\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["card.md", "model.npz"]

@@ -42,6 +42,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from .._files import atomic_write_text
 from ..errors import TemOperandoError
 
 __all__ = [
@@ -548,9 +549,7 @@ def add_phase(
     folder = library_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(spec.to_dict(), indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(spec.to_dict(), indent=2))
     return spec
 
 
@@ -1037,9 +1036,7 @@ def _store_user_raw(spec: PhaseSpec, q_max_inv_nm: float, raw: pd.DataFrame) -> 
     }
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(payload), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(payload))
 
 
 def _is_user_phase(spec: PhaseSpec) -> bool:
@@ -1161,9 +1158,7 @@ def rebuild_cache(path: str | os.PathLike | None = None,
         "phases": phases,
     }
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, target)
+    atomic_write_text(target, json.dumps(payload, indent=1) + "\n")
     _builtin_cache.cache_clear()
     return target
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._files import atomic_path
 from ..errors import TemOperandoError
 
 #: seeds of held-apart evaluation sessions start here; training seeds stay below
@@ -175,11 +176,10 @@ def generate_shards(out: str | os.PathLike, seeds: range | list, *, n_frames: in
             continue
         sets = [synthetic_frames(s, n_frames, size=size)[0] for s in chunk]
         fs = concat(sets)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, frames=fs.frames.astype(np.float16), classes=fs.classes,
-                 instances=fs.instances.astype(np.uint16), dose=fs.dose, nm_per_px=fs.nm_per_px,
-                 seeds=np.repeat(chunk, n_frames))
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez(tmp, frames=fs.frames.astype(np.float16), classes=fs.classes,
+                     instances=fs.instances.astype(np.uint16), dose=fs.dose, nm_per_px=fs.nm_per_px,
+                     seeds=np.repeat(chunk, n_frames))
         if progress:
             print(f"{path.name}: {len(fs)} frames", flush=True)
     return paths

@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from .._files import atomic_write_text
+
 METRICS = ["iou_objects", "iou_reacted", "iou_pristine", "iou_background", "boundary_f1", "instance_f1",
            "front_err_px", "front_err_nm"]
 #: metrics where lower is better
@@ -342,5 +344,5 @@ def update_card(model_path, df: pd.DataFrame, describe: str = ""):
         lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r) + " |")
     text += (f"{head}\n{describe}\n\nIoU pooled over frames; boundary F1 within 2 px; instance F1 at IoU ≥ 0.5; "
              "front error = median |measured − true| front position along each wire.\n\n" + "\n".join(lines) + "\n")
-    Path(card).write_text(text, encoding="utf-8")
+    atomic_write_text(card, text)
     return Path(card)

@@ -13,7 +13,7 @@ import os
 import re
 from pathlib import Path
 
-from .._files import sha256_of
+from .._files import atomic_path, sha256_of
 from ..errors import TemOperandoError
 
 FORMAT = "tem-operando-segnet/1"
@@ -81,9 +81,8 @@ def save_model_file(path: str | os.PathLike, model, *, name: str, training: dict
     }
     if class_bias is not None:
         obj["class_bias"] = [float(v) for v in class_bias]
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
     return sha256(path)
 
 

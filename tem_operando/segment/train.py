@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from .._files import atomic_path, atomic_write_text
 from .datasets import FrameSet
 from .normalise import normalise
 
@@ -544,9 +545,8 @@ def _save_checkpoint(path, model, opt, sched, rng, cfg, history, epoch, ema=None
                config=json.dumps(_cfg_key(cfg)), epoch=epoch)
     if ema is not None:
         obj["ema"] = ema.state_dict()
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _training_info(cfg: TrainConfig, data: FrameSet, history: list[dict]) -> dict:
@@ -573,8 +573,7 @@ def _write_curves(out: Path, history: list[dict]) -> None:
 
     df = pd.DataFrame(history)
     csv = out.with_name(out.stem + "_curves.csv")
-    df.to_csv(csv.with_name(csv.name + ".tmp"), index=False)
-    os.replace(csv.with_name(csv.name + ".tmp"), csv)
+    atomic_write_text(csv, df.to_csv(index=False))
     try:
         import matplotlib
 
@@ -654,7 +653,7 @@ dihedral transforms, gain/offset, illumination ramps.
 {metrics_md}
 """
     card = out.with_name(out.stem + ".MODEL_CARD.md")
-    card.write_text(text, encoding="utf-8")
+    atomic_write_text(card, text)
     return card
 
 
@@ -719,7 +718,5 @@ def calibrate_model(model: str | os.PathLike, out: str | os.PathLike, *, n_sessi
     text += "\n" + bias_section(bias, info, f"frames of {n_sessions} synthetic sessions (seeds from "
                                               f"{CALIBRATION_SEED_OFFSET:,}, never used for training or evaluation)")
     card = card_path(out)
-    tmp = card.with_name(card.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, card)
+    atomic_write_text(card, text)
     return out, bias, info

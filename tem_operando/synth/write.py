@@ -14,12 +14,12 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..io.readers import OWN_KEY
+from .._files import atomic_write_text
 from .._json import jsonable as _jsonable
 from .session import Session
 
@@ -214,10 +214,7 @@ def _write_tif_folder(root: Path, session: Session) -> None:
 
 
 def _atomic_json(path: Path, obj: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(_jsonable(obj), fh, indent=1)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(_jsonable(obj), indent=1))
 
 
 def truth_dir(recording_path: str | os.PathLike) -> Path:
