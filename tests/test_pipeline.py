@@ -77,6 +77,27 @@ def test_same_results_with_threads_and_inline(session_path, tmp_path):
         pd.testing.assert_frame_equal(ta[name], tb[name])
 
 
+def test_a_user_model_is_found_by_its_name(session_path, tmp_path, monkeypatch):
+    """`analyze --model NAME` finds a fine-tuned model among the user's models; the summary
+    names it and its sha256, and an unknown name fails before any work."""
+    import shutil
+
+    from tem_operando.segment import default_model_path
+    from tem_operando.segment.modelfile import card_path, sha256
+
+    monkeypatch.setenv("TEM_OPERANDO_DATA_DIR", str(tmp_path / "data"))
+    models = tmp_path / "data" / "models"
+    models.mkdir(parents=True)
+    mine = models / "my-material.pt"
+    shutil.copy(default_model_path(), mine)
+    shutil.copy(card_path(default_model_path()), card_path(mine))
+    summary = analyze(session_path, tmp_path / "res", _opts(model="my-material", workers=2), report=False)
+    assert summary["model"] == "my-material" and summary["model_sha256"] == sha256(mine)
+    with pytest.raises(TemOperandoError, match="no-such-material: no such model file"):
+        analyze(session_path, tmp_path / "res2", _opts(model="no-such-material"), report=False)
+    assert not (tmp_path / "res2").exists()
+
+
 def test_resume_after_sigkill_gives_identical_results(session_path, tmp_path):
     ref = tmp_path / "ref"
     analyze(session_path, ref, _opts(chunk_frames=4), report=False)

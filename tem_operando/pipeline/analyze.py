@@ -16,7 +16,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -490,8 +490,14 @@ def prepare(input_path: str | os.PathLike, out: str | os.PathLike, opts: Analyze
     phase_names = [get_phase(p).name for p in opts.phases] if opts.phases else list_phases()
     if opts.log:
         read_log(opts.log, opts.log_offset_s)  # a bad log fails now, not after the whole run
-    if opts.model not in (None, "baseline") and not Path(opts.model).is_file():
-        raise TemOperandoError(f"{opts.model}: no such model file")
+    if opts.model not in (None, "baseline"):
+        from ..segment.infer import resolve_model
+
+        model_path = resolve_model(opts.model)  # a path, or the name of a shipped or user model
+        if not model_path.is_file():
+            raise TemOperandoError(f"{opts.model}: no such model file (nor a shipped or user model of that name; "
+                                   "see `tem-operando models list`)")
+        opts = replace(opts, model=str(model_path.resolve()))  # workers elsewhere get the file, not a name
     if info["modes"].get("image") and not (info["nm_per_px"] and math.isfinite(info["nm_per_px"])):
         raise CalibrationError(input_path, "image frames but no spatial calibration (nm per pixel); give it with "
                                "--nm-per-px X")

@@ -1,0 +1,148 @@
+"""Issue 8, done when: corrections → fine-tuning → reprocessing, on a material the shipped model
+handles poorly.
+
+The "new material" is a light one: its mass-thickness contrast is far weaker than anything the
+shipped model was trained on (mean free path 250 nm instead of 45–110 nm), so particles and wires
+are faint. Both of its sessions are imaged under the same microscope conditions (one fixed set of
+render parameters: support film, focus, fringes, noise), with different particles and wires: the
+user outlines the true masks on 8 frames of the first through the same correction functions the
+GUI calls; the shipped model is fine-tuned on them (mixed with synthetic sessions) for a few CPU
+minutes; IoU must rise by ≥ 0.15 on frames of the second session (held apart) and drop by ≤ 0.02
+on the original synthetic evaluation set. Reprocessing with the new model keeps every correction.
+
+One fine-tuning run (a module fixture) serves every test here. What holds today is asserted as
+such: the network learns (held-apart IoU up by ≥ 0.08), does not forget (≤ 0.02), records its
+provenance and reprocessing keeps the corrections. The issue's ≥ 0.15 gain is not reached yet
+(+0.11–0.14 over the seeds and recipes tried): that target is a strict xfail, so it turns into a failure the day a
+better recipe or network meets it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+
+from tem_operando.pipeline import AnalyzeOptions, analyze
+from tem_operando.pipeline.retrain import RetrainOptions, retrain
+from tem_operando.results import ResultStore
+from tem_operando.results.corrections import effective_masks, erase, paint, recompute
+from tem_operando.segment import load_segmenter
+from tem_operando.segment.datasets import EVAL_SEED_OFFSET, random_recipe, synthetic_frames
+from tem_operando.segment.modelfile import card_path, sha256
+from tem_operando.synth import image_series, write_session
+from tem_operando.synth.images import random_render_params
+
+#: the new material: weak mass-thickness contrast (a light element), outside the training range,
+#: seen under one fixed set of imaging conditions
+NEW_MATERIAL = {**asdict(random_render_params(7)), "mfp_pristine_nm": 250.0, "dose_e_per_px": 50.0}
+CORRECTED_FRAMES = list(range(0, 30, 3))  # 10 frames, the most the issue allows
+SEED = 1
+
+
+def outline(store: ResultStore, frame: int, truth: np.ndarray) -> None:
+    """What a careful user does in the GUI: erase the prediction, then outline every pristine and
+    reacted region with the polygon tool (pixel-centre outlines, so the polygons fill the truth)."""
+    import cv2
+
+    H, W = truth.shape
+    erase(store, frame, polygon=[(-1, -1), (W, -1), (W, H), (-1, H)])
+    for cls in (2, 1):  # a reacted shell first, then its pristine core on top
+        contours, _ = cv2.findContours((truth == cls).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        for c in contours:
+            pts = c[:, 0, :].astype(float)
+            if len(pts) >= 3:
+                paint(store, frame, cls, polygon=pts.tolist())
+            else:  # a 1–2 px speck: brush it
+                paint(store, frame, cls, points=pts.tolist(), radius=0.5)
+
+
+def _iou(model, frames: np.ndarray, truth: np.ndarray) -> float:
+    """IoU of the objects (pristine ∪ reacted) and of the reacted class, averaged."""
+    pred = load_segmenter(model).predict(frames).classes
+    out = []
+    for a, b in ((pred > 0, truth > 0), (pred == 2, truth == 2)):
+        out.append(np.logical_and(a, b).sum() / max(np.logical_or(a, b).sum(), 1))
+    return float(np.mean(out))
+
+
+def _original_set(n_sessions: int = 8, n_frames: int = 6):
+    frames, truth, seed = [], [], EVAL_SEED_OFFSET
+    while len(frames) < n_sessions:
+        if random_recipe(seed)["scene"] != "empty":
+            fs, _ = synthetic_frames(seed, n_frames, dose=10.0)
+            frames.append(fs.frames), truth.append(fs.classes)
+        seed += 1
+    return np.concatenate(frames), np.concatenate(truth)
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory):
+    """Correct ≤ 10 frames of a new-material session, fine-tune with the GUI button's defaults,
+    and measure IoU before and after on held-apart frames and on the original synthetic set."""
+    tmp = tmp_path_factory.mktemp("loop")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TEM_OPERANDO_DATA_DIR", str(tmp / "data"))
+    s = image_series(30, (256, 256), scene="mixed", nm_per_px=1.0, rng=101, **NEW_MATERIAL)
+    rec = write_session(s, tmp / "new_material.hspy")
+    res = tmp / "res"
+    analyze(rec, res, AnalyzeOptions(chunk_frames=16), report=False)
+    store = ResultStore(res)
+    for f in CORRECTED_FRAMES:
+        outline(store, f, s.classes[f])
+    recompute(store)
+    corrected = {f: effective_masks(store, f) for f in CORRECTED_FRAMES}
+
+    held = image_series(12, (256, 256), scene="mixed", nm_per_px=1.0, rng=202, **NEW_MATERIAL)
+    held_frames = held.frames.astype(np.float32)
+    orig_frames, orig_truth = _original_set()
+    log: list[str] = []
+    steps: list[tuple[int, int]] = []
+    model = retrain([res], tmp / "data" / "models" / "light-material.pt",
+                    RetrainOptions(init="default", seed=SEED),  # the defaults the GUI's button uses
+                    progress=False, log=log.append, callback=lambda k, n: steps.append((k, n)))
+    out = dict(session=s, rec=rec, res=res, corrected=corrected, model=model, steps=steps,
+               new_before=_iou(None, held_frames, held.classes), new_after=_iou(model, held_frames, held.classes),
+               orig_before=_iou(None, orig_frames, orig_truth), orig_after=_iou(model, orig_frames, orig_truth))
+    print(f"new material IoU {out['new_before']:.3f} → {out['new_after']:.3f}; "
+          f"original set {out['orig_before']:.3f} → {out['orig_after']:.3f}")
+    yield out
+    mp.undo()
+
+
+def test_the_corrections_reproduce_the_truth(loop):
+    for f, (classes, _) in loop["corrected"].items():
+        assert np.mean(classes == loop["session"].classes[f]) > 0.995
+
+
+def test_fine_tuning_learns_the_new_material_without_forgetting(loop):
+    assert loop["steps"][-1] == (600, 600)
+    assert loop["new_before"] < 0.5  # the shipped model handles this material poorly
+    assert loop["new_after"] - loop["new_before"] >= 0.08
+    assert loop["orig_before"] - loop["orig_after"] <= 0.02
+    card = card_path(loop["model"]).read_text(encoding="utf-8")
+    assert "## Hand-corrected frames used" in card and str(loop["res"].resolve()) in card
+    assert ", ".join(map(str, CORRECTED_FRAMES)) in card and "Synthetic frames mixed in" in card
+
+
+@pytest.mark.xfail(strict=True, reason="issue 8 open: fine-tuning on 10 corrected frames of the faint material "
+                   "raises held-apart IoU by +0.11–0.14 (seeds, recipes tried), not the ≥ 0.15 the issue asks for")
+def test_issue_target_held_apart_iou_rises_by_015(loop):
+    assert loop["new_after"] - loop["new_before"] >= 0.15
+
+
+def test_reprocessing_with_the_new_model_keeps_every_correction(loop, monkeypatch):
+    res = loop["res"]
+    monkeypatch.setenv("TEM_OPERANDO_DATA_DIR", str(loop["model"].parent.parent))
+    # a bare name finds the new model among the user's models
+    analyze(loop["rec"], res, AnalyzeOptions(model="light-material", chunk_frames=16), report=False)
+    summary = json.loads((res / "summary.json").read_text())
+    assert summary["model_sha256"] == sha256(loop["model"])
+    assert summary["corrections"]["corrected_frames"] == CORRECTED_FRAMES
+    store = ResultStore(res)
+    for f, (classes, _) in loop["corrected"].items():
+        assert np.array_equal(effective_masks(store, f)[0], classes)
+    fr = store.read_table("frames")
+    assert fr.loc[fr["frame"].isin(CORRECTED_FRAMES), "corrected"].all()
