@@ -11,10 +11,12 @@ gives the same tables. Large per-frame outputs (masks) are written by the job it
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -109,13 +111,60 @@ def clear_work(results_dir: Path) -> None:
     shutil.rmtree(Path(results_dir) / WORK, ignore_errors=True)
 
 
+@functools.lru_cache(maxsize=1)
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl)
+        return None
+
+
+#: heap growth (bytes of resident memory) tolerated before it is handed back to the system
+TRIM_SLACK_BYTES = 256 << 20
+_trim_state: dict[str, int | None] = {"base": None}
+_trim_lock = threading.Lock()
+
+
+def _resident_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def release_memory(force: bool = False) -> None:
+    """Hand the heap memory chunks freed back to the operating system (glibc ``malloc_trim``).
+
+    A chunk allocates and frees frame-sized buffers (frames, network activations, masks) among
+    small long-lived objects; glibc keeps the freed pages, fragmented, and a long analysis grew by
+    ~0.4 MB per 256×256 frame without this — not flat in the recording's length. Dask's own
+    workers trim the same way. To spare the next chunks re-faulting fresh pages, the trim runs
+    only once resident memory has grown by :data:`TRIM_SLACK_BYTES` since the last one (or when
+    ``force``). Does nothing where the C library is not glibc.
+    """
+    trim = _malloc_trim()
+    if trim is None:
+        return
+    with _trim_lock:
+        rss, base = _resident_bytes(), _trim_state["base"]
+        if force or rss is None or base is None or rss - base > TRIM_SLACK_BYTES:
+            trim(0)
+            _trim_state["base"] = _resident_bytes()
+
+
 def _run_and_save(job: Callable, spec: ChunkSpec, start: int, stop: int) -> dict:
     t0 = time.perf_counter()
     out = job(spec, start, stop)
     elapsed = time.perf_counter() - t0
     save_chunk(Path(spec.results_dir), start, stop, out, {"elapsed_s": elapsed})
+    stage_s = out.get("_stage_s")
+    del out
+    release_memory()
     return {"start": start, "stop": stop, "elapsed_s": elapsed,
-            "stage_s": {k: float(v) for k, v in (out.get("_stage_s") or {}).items()} if isinstance(out.get("_stage_s"), dict) else {}}
+            "stage_s": {k: float(v) for k, v in stage_s.items()} if isinstance(stage_s, dict) else {}}
 
 
 def run_chunks(job: Callable[[ChunkSpec, int, int], dict], spec: ChunkSpec, ranges: list[tuple[int, int]], *,
