@@ -60,9 +60,14 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)
         yield Path(tmp)
+        if os.path.exists(tmp + ".npz"):  # np.savez appended its suffix: the data is not in tmp
+            os.unlink(tmp + ".npz")
+            raise ValueError(f"{path}: the writer did not write the temporary file (np.savez needs suffix='.npz')")
+        with open(tmp, "rb+") as fh:  # on disk before the rename, so a power cut leaves old or new
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

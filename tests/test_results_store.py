@@ -91,6 +91,10 @@ def test_atomic_helpers_leave_the_old_file_or_the_whole_new_one(tmp_path):
             np.savez(tmp, a=np.arange(5))
             raise RuntimeError("interrupted")
     assert np.array_equal(np.load(target)["a"], np.arange(3))
+    with pytest.raises(ValueError, match="suffix"):  # np.savez would write <tmp>.npz beside the temporary file
+        with atomic_path(target) as tmp:
+            np.savez(tmp, a=np.arange(7))
+    assert np.array_equal(np.load(target)["a"], np.arange(3))
     card = tmp_path / "card.md"
     atomic_write_text(card, "µ-metrics ✓\n")
     assert card.read_text(encoding="utf-8") == "µ-metrics ✓\n"

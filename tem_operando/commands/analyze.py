@@ -18,7 +18,8 @@ def add_analysis_options(p: argparse.ArgumentParser) -> None:
     a.add_argument("--mode", choices=("auto", "image", "diffraction"), default="auto",
                    help="frame mode: from metadata and a ring-pattern test (auto), or forced")
     a.add_argument("--model", metavar="M", default=None,
-                   help="segmentation model file, or 'baseline' for the classical one (default: shipped network)")
+                   help="segmentation model: a file, a shipped or user model's name (see `models list`), or "
+                        "'baseline' for the classical one (default: shipped network)")
     a.add_argument("--device", default="cpu", help="torch device for the network (cpu, cuda, ...)")
     a.add_argument("--phases", metavar="A,B,..", default=None,
                    help="candidate phases for diffraction frames (default: the whole library)")

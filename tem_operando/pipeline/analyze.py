@@ -45,7 +45,8 @@ class AnalyzeOptions:
     mode : {"auto", "image", "diffraction"}
         Force every frame's mode, or label each frame from metadata / the ring-pattern test.
     model : str or None
-        Segmentation model file, ``"baseline"`` for the classical one, None for the shipped network.
+        Segmentation model: a file, the name of a shipped or user model (``tem-operando models list``),
+        ``"baseline"`` for the classical one, None for the shipped network.
     device : str
         ``"cpu"``, ``"cuda"``, ... for the network.
     phases : list of str or None
@@ -97,6 +98,9 @@ _LOCK = threading.Lock()
 def get_segmenter(model: str | None, device: str = "cpu"):
     """The segmenter for ``model`` (cached per process)."""
     key = (model, device)
+    if model not in (None, "baseline") and os.path.isfile(model):  # a retrained file of the same name reloads
+        st = os.stat(model)
+        key += (st.st_mtime_ns, st.st_size)
     with _LOCK:
         if key not in _SEGMENTERS:
             from ..segment import load_segmenter
@@ -429,10 +433,13 @@ def _write_profiles(store: ResultStore, ranges, phases: pd.DataFrame) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def _check_resume(store: ResultStore, sha: str, params: dict) -> None:
+def _check_resume(store: ResultStore, sha: str, params: dict, model_sha: str) -> None:
     old = store.read_summary()
     if not old:
         return
+    if old.get("model_sha256", model_sha) != model_sha:
+        raise TemOperandoError(f"{store.folder}: was started with another model file ({old.get('model')}, sha256 "
+                               f"{str(old.get('model_sha256'))[:12]}…); use a new --out or run without --resume")
     if old.get("input_sha256") != sha:
         raise TemOperandoError(f"{store.folder}: holds results of another input "
                                f"({old.get('input')}); use a new --out or run without --resume")
@@ -480,6 +487,9 @@ def prepare(input_path: str | os.PathLike, out: str | os.PathLike, opts: Analyze
             input_sha256: str | None = None, max_frames: int | None = None) -> Run:
     """Validate the input and options, set up (or reopen for ``resume``) the results folder."""
     t_start = time.perf_counter()
+    from ..segment.infer import resolve_model
+
+    opts = replace(opts)  # the run may change its copy (--follow's every-nth), never the caller's
     input_path = Path(input_path)
     folder = Path(out)
     given = {"nm_per_px": opts.nm_per_px, "fps": opts.fps, "inv_nm_per_px": opts.inv_nm_per_px, "mode": opts.mode}
@@ -490,28 +500,28 @@ def prepare(input_path: str | os.PathLike, out: str | os.PathLike, opts: Analyze
     phase_names = [get_phase(p).name for p in opts.phases] if opts.phases else list_phases()
     if opts.log:
         read_log(opts.log, opts.log_offset_s)  # a bad log fails now, not after the whole run
+    # the model's file (a path, or the name of a shipped or user model): workers, perhaps on other
+    # machines, get the file, not a name to look up in their own data folder
+    model_file = opts.model
     if opts.model not in (None, "baseline"):
-        from ..segment.infer import resolve_model
-
-        model_path = resolve_model(opts.model)  # a path, or the name of a shipped or user model
-        if not model_path.is_file():
+        model_file = str(resolve_model(opts.model).absolute())
+        if not os.path.isfile(model_file):
             raise TemOperandoError(f"{opts.model}: no such model file (nor a shipped or user model of that name; "
                                    "see `tem-operando models list`)")
-        opts = replace(opts, model=str(model_path.resolve()))  # workers elsewhere get the file, not a name
     if info["modes"].get("image") and not (info["nm_per_px"] and math.isfinite(info["nm_per_px"])):
         raise CalibrationError(input_path, "image frames but no spatial calibration (nm per pixel); give it with "
                                "--nm-per-px X")
     # every check that can fail runs before a previous run's results are touched
-    model_name, model_sha = model_identity(opts.model)
+    model_name, model_sha = model_identity(model_file)
     if info["modes"].get("image") or info["modes"].get("unknown"):
-        get_segmenter(opts.model, opts.device)  # a model file that is not ours fails here
+        get_segmenter(model_file, opts.device)  # a model file that is not ours fails here
     analyzer, dfacts = prepare_diffraction(input_path, open_kwargs, info, opts, phase_names)
     folder.mkdir(parents=True, exist_ok=True)
     store = ResultStore(folder)
     sha = input_sha256 if input_sha256 is not None else sha256_of(input_path)
     params = opts.analysis_params()
     if resume:
-        _check_resume(store, sha, params)
+        _check_resume(store, sha, params, model_sha)
         started = store.read_summary().get("start_time")
     else:
         _reset(folder)
@@ -525,8 +535,8 @@ def prepare(input_path: str | os.PathLike, out: str | os.PathLike, opts: Analyze
         q_grid = analyzer.setup.binner.r_px * analyzer.setup.calibration.inv_nm_per_px
         store.update_summary(profile_q_inv_nm=[float(v) for v in q_grid])
     store.open_masks(max_frames or info["frames"], tuple(info["frame_shape"]))
-    spec = ChunkSpec(input_path=str(input_path.resolve()), results_dir=str(folder.resolve()),
-                     open_kwargs=open_kwargs, params={**params, "phases": phase_names, "_diffraction": analyzer})
+    spec = ChunkSpec(input_path=str(input_path.resolve()), results_dir=str(folder.resolve()), open_kwargs=open_kwargs,
+                     params={**params, "model": model_file, "phases": phase_names, "_diffraction": analyzer})
     return Run(store=store, info=info, spec=spec, opts=opts, phase_names=phase_names, t_start=t_start)
 
 

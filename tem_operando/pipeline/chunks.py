@@ -148,11 +148,15 @@ def release_memory(force: bool = False) -> None:
     trim = _malloc_trim()
     if trim is None:
         return
-    with _trim_lock:
+    if not _trim_lock.acquire(blocking=False):  # another chunk's thread is trimming right now
+        return
+    try:
         rss, base = _resident_bytes(), _trim_state["base"]
         if force or rss is None or base is None or rss - base > TRIM_SLACK_BYTES:
             trim(0)
             _trim_state["base"] = _resident_bytes()
+    finally:
+        _trim_lock.release()
 
 
 def _run_and_save(job: Callable, spec: ChunkSpec, start: int, stop: int) -> dict:
