@@ -8,7 +8,7 @@ import pytest
 
 from tem_operando import schema
 from tem_operando.synth import image_series
-from tem_operando.synth.images import ParticleSpec, WireSpec
+from tem_operando.synth.images import ParticleSpec
 from tem_operando.track import estimate_drift, frames_table, link_objects, measure_objects, objects_table
 
 
