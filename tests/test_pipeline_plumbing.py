@@ -107,3 +107,14 @@ def test_release_memory_hands_fragmented_heap_back():
     release_memory(force=True)
     assert before - _resident_bytes() > 100 * 2**20
     assert len(keep) == 782
+
+
+def test_options_of_an_earlier_run_are_kept_on_reprocessing():
+    from tem_operando.pipeline import AnalyzeOptions
+
+    first = AnalyzeOptions(nm_per_px=0.8, fps=5.0, phases=["Sn"], chunk_frames=8, model="baseline")
+    params = first.analysis_params()
+    again = AnalyzeOptions.from_parameters({**params, "from_a_newer_version": 1}, model="my-material")
+    assert again.model == "my-material"
+    assert (again.nm_per_px, again.fps, list(again.phases), again.chunk_frames) == (0.8, 5.0, ["Sn"], 8)
+    assert AnalyzeOptions.from_parameters(None) == AnalyzeOptions()

@@ -146,11 +146,13 @@ class MainWindow(QtWidgets.QMainWindow):
                 return
         self.analyse(path, out)
 
-    def analyse(self, recording: str | os.PathLike, out: str | os.PathLike, model: str | None = "baseline") -> None:
-        """Analyse in a worker thread; the window stays responsive and opens the results when done."""
+    def analyse(self, recording: str | os.PathLike, out: str | os.PathLike, model: str | None = "baseline",
+                parameters: dict | None = None) -> None:
+        """Analyse in a worker thread; the window stays responsive and opens the results when done.
+        ``parameters``: an earlier run's (its summary's), kept except for the model."""
         from .worker import AnalyzeWorker
 
-        self.worker = AnalyzeWorker(str(recording), str(out), model=model, parent=self)
+        self.worker = AnalyzeWorker(str(recording), str(out), model=model, parent=self, parameters=parameters)
         self.progress.setRange(0, 0)
         self.progress.setFormat("analysing %v/%m frames")
         self.progress.show()
@@ -323,6 +325,7 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         folder = folder or str(self.model.store.folder)
         recording = recording or self.model.summary.get("input")
+        parameters = self.model.summary.get("parameters")  # calibration, phases, log... of the first analysis
         self.model.set_playing(False)
         self.model.close()
         self.model = None
@@ -332,7 +335,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._docks = []
         self.video = self.tools = self.queue = None
         self.setCentralWidget(QtWidgets.QLabel(f"reprocessing with {Path(model).stem} …"))
-        self.analyse(recording, folder, model=model)
+        self.analyse(recording, folder, model=model, parameters=parameters)
 
     # -- exports ------------------------------------------------------------------------------------
     def _need_model(self) -> bool:

@@ -20,7 +20,9 @@ class AnalyzeWorker(QtCore.QThread):
         try:
             from tem_operando.pipeline import AnalyzeOptions, analyze
 
-            analyze(self.recording, self.out, AnalyzeOptions(model=self.model_name, **self.options),
+            options = dict(self.options)
+            opts = AnalyzeOptions.from_parameters(options.pop("parameters", None), model=self.model_name, **options)
+            analyze(self.recording, self.out, opts,
                     progress=lambda d, n: self.progress.emit(int(d), int(n)), report=False)
         except Exception as exc:  # noqa: BLE001 - reported to the user in the window
             self.failed.emit(f"{type(exc).__name__}: {exc}")

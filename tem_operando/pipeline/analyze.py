@@ -16,7 +16,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,16 @@ class AnalyzeOptions:
     workers: int = 2
     scheduler: str | None = None
     contact_nm: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_parameters(cls, parameters: dict | None, **overrides: Any) -> AnalyzeOptions:
+        """The options of an earlier run (``summary.json``'s ``parameters``) with ``overrides``:
+        reprocessing a session with a new model keeps its calibration, phases, log and settings.
+        Keys that are not options (from another version) are ignored."""
+        names = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in (parameters or {}).items() if k in names}
+        kw.update(overrides)
+        return cls(**kw)
 
     def analysis_params(self) -> dict:
         """The parameters that change results (not how the run is scheduled)."""
