@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -62,3 +63,64 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+#: names :func:`atomic_path` gives its temporary files (``.NAME.XXXXXXXX.tmp`` / ``.npz``)
+_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.(tmp|npz)$")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a killed :func:`atomic_path` writer left in ``folder`` (recursively).
+
+    Only call it while no other process writes there (see :func:`exclusive_folder`).
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+    """
+    removed = []
+    for f in Path(folder).rglob(".*"):
+        if f.is_file() and _TEMP_NAME.match(f.name):
+            f.unlink(missing_ok=True)
+            removed.append(f)
+    return removed
+
+
+@contextlib.contextmanager
+def exclusive_folder(folder: str | os.PathLike, what: str = "another process") -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (``folder/.lock``) for the block, or fail at once.
+
+    ``what`` describes the holder (e.g. "an analysis") in the message a refused writer gets.
+
+    The operating system releases the lock when the holder exits, also on a crash or ``kill -9``,
+    so a stale lock never blocks a later run. Where ``fcntl`` is missing (Windows) it does not lock.
+
+    Raises
+    ------
+    BlockingIOError
+        When another process holds the lock; the message names the folder and that process.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield folder
+        return
+    fh = open(folder / ".lock", "a+")
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise BlockingIOError(f"{folder}: {holder} is writing to this folder; "
+                                  "wait for it to finish or choose another folder") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{what} (pid {os.getpid()})")
+        fh.flush()
+        yield folder
+    finally:
+        fh.close()

@@ -111,12 +111,22 @@ def test_resume_after_sigkill_gives_identical_results(session_path, tmp_path):
         if len(done) >= 2 or proc.poll() is not None:
             break
         time.sleep(0.05)
+    # a second run into the folder while the first writes there is refused and touches nothing
+    with pytest.raises(BlockingIOError, match=rf"{out.name}.*pid {proc.pid}"):
+        analyze(session_path, out, _opts(chunk_frames=4), report=False)
+    assert (out / ".work").is_dir()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert json.loads((out / "summary.json").read_text())["status"] == "partial"
+    # what a writer killed mid-save leaves behind goes at the resume; other hidden files stay
+    stale = [out / ".frames.csv.k3j4h5g6.tmp", out / ".work" / ".chunk.npz.ab_2cd34.npz"]
+    for f in stale:
+        f.write_bytes(b"half a file")
+    (out / ".mynotes").write_text("mine")
     r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert json.loads((out / "summary.json").read_text())["status"] == "complete"
+    assert not any(f.exists() for f in stale) and (out / ".mynotes").read_text() == "mine"
     ta, tb = _tables(ref), _tables(out)
     for name in TABLES:
         pd.testing.assert_frame_equal(ta[name], tb[name])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -99,3 +101,14 @@ def test_atomic_helpers_leave_the_old_file_or_the_whole_new_one(tmp_path):
     atomic_write_text(card, "µ-metrics ✓\n")
     assert card.read_text(encoding="utf-8") == "µ-metrics ✓\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["card.md", "model.npz"]
+
+
+def test_exclusive_folder_refuses_a_second_writer_and_frees_on_exit(tmp_path):
+    from tem_operando._files import exclusive_folder
+
+    with exclusive_folder(tmp_path / "res", "an analysis"):
+        with pytest.raises(BlockingIOError, match=rf"res: an analysis \(pid {os.getpid()}\)"):
+            with exclusive_folder(tmp_path / "res"):
+                pass
+    with exclusive_folder(tmp_path / "res"):  # released: the next writer gets it
+        pass

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__, schema
+from .._files import exclusive_folder, remove_stale_temporaries
 from ..errors import CalibrationError, TemOperandoError
 from ..results import MASKS, ResultStore
 from .chunks import ChunkSpec, chunk_ranges, clear_work, gather, is_done, run_chunks
@@ -536,6 +537,7 @@ def prepare(input_path: str | os.PathLike, out: str | os.PathLike, opts: Analyze
     else:
         _reset(folder)
         started = None
+    remove_stale_temporaries(folder)  # of a writer killed mid-save (the caller holds the folder's lock)
     store.start(input=str(input_path.resolve()), input_sha256=sha, model=model_name, model_sha256=model_sha,
                 phases=phase_names, software_version=__version__, parameters=params,
                 **{k: v for k, v in info.items() if k != "modes"}, **dfacts)
@@ -615,6 +617,11 @@ def analyze(input_path: str | os.PathLike, out: str | os.PathLike, opts: Analyze
     >>> summary = analyze("session.hspy", "out/session", AnalyzeOptions(model="baseline"))  # doctest: +SKIP
     """
     opts = opts or AnalyzeOptions()
+    with exclusive_folder(out, "an analysis"):
+        return _analyze(input_path, out, opts, resume=resume, progress=progress, report=report)
+
+
+def _analyze(input_path, out, opts: AnalyzeOptions, *, resume: bool, progress, report: bool) -> dict:
     run = prepare(input_path, out, opts, resume=resume)
     folder = run.store.folder
     n = run.info["frames"]

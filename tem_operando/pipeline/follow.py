@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._files import exclusive_folder
 from ..errors import RecordingError
 from .analyze import AnalyzeOptions, Run, chunk_job, complete, prepare
 from .chunks import run_chunks
@@ -61,7 +62,13 @@ def follow(input_path: str | os.PathLike, out: str | os.PathLike, opts: AnalyzeO
         Capacity of ``masks.zarr`` (frames) for a recording whose final length is unknown.
     """
     opts = opts or AnalyzeOptions()
-    path = Path(input_path)
+    with exclusive_folder(out, "an analysis"):
+        return _follow(Path(input_path), out, opts, timeout_s=timeout_s, poll_s=poll_s,
+                       max_backlog_chunks=max_backlog_chunks, max_frames=max_frames, quiet=quiet, report=report)
+
+
+def _follow(path: Path, out, opts: AnalyzeOptions, *, timeout_s: float, poll_s: float, max_backlog_chunks: int,
+            max_frames: int, quiet: bool, report: bool) -> dict:
     deadline = time.monotonic() + timeout_s
     while _frames_available(path, {}) == 0 and time.monotonic() < deadline:
         time.sleep(poll_s)
