@@ -105,11 +105,40 @@ def open_10gb(tmp: Path) -> dict[str, float]:
     return out
 
 
+def big_folder(tmp: Path, session, n_files: int, chunk: int) -> dict[str, float]:
+    """Open / re-open a Gatan in situ folder of ``n_files`` dm4 frames and read one chunk from its middle.
+
+    The files are copies of the frames of a small recording written by our Gatan writer, spread
+    over ``Second_ss`` folders at 10 frames/s.
+    """
+    import shutil
+
+    src = write_recording(session, tmp / f"src_{n_files}", "gatan")
+    frames = sorted(src.rglob("*.dm4"))
+    root = tmp / f"gatan_{n_files}"
+    for k in range(n_files):
+        sec = k // 10
+        d = root / "Hour_00" / f"Minute_{sec // 60:02d}" / f"Second_{sec % 60:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(frames[k % len(frames)], d / f"in_situ_Hour_00_Minute_{sec // 60:02d}_Second_{sec % 60:02d}_Frame_{k % 10:04d}.dm4")
+    for f in src.glob("*.json"):
+        shutil.copyfile(f, root / f.name)
+    t0 = time.perf_counter()
+    open_recording(root, nm_per_px=1.0, fps=10.0).close()
+    first = time.perf_counter() - t0
+    again = _best_of(lambda: open_recording(root, nm_per_px=1.0, fps=10.0).close())
+    with open_recording(root, nm_per_px=1.0, fps=10.0) as rec:
+        mid = len(rec) // 2
+        read = _best_of(lambda: next(rec.iter_chunks(chunk, mid, mid + chunk)).frames.mean())
+    return {"first_open_s": first, "open_s": again, "chunk_s": read}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=400)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--chunk", type=int, default=64)
+    ap.add_argument("--folder-files", type=int, default=10_000, help="frame files of the big Gatan folder")
     ap.add_argument("--formats", default="npy,mrc,hspy,zspy,tif,emd,velox,dm4,ser,gatan,avi")
     args = ap.parse_args(argv)
     from conftest import hand_session
@@ -147,6 +176,15 @@ def main(argv=None) -> None:
               + ", ".join(f"{f} {1e3 * max(o, 0):.0f} ms" for f, o in opens))
         t_auto = _best_of(lambda: read_ours(ref, args.chunk, mode="auto"))
         print(f"\nnpy without mode metadata (ring-pattern test on every frame): {args.frames / t_auto:.0f} frames/s")
+        print("\nGatan in situ folders of dm4 frames (64-frame chunk read from the middle; "
+              "cost must not grow with the number of files):")
+        small_session = hand_session(n_frames=40, shape=(128, 128))
+        rows = {n: big_folder(tmp, small_session, n, args.chunk) for n in (500, args.folder_files)}
+        base = rows[500]
+        for n, r in rows.items():
+            print(f"  {n:6d} files: first open {r['first_open_s']:6.2f} s, open again {r['open_s']:6.3f} s, "
+                  f"chunk {r['chunk_s'] * 1e3:6.1f} ms (× {r['chunk_s'] / base['chunk_s']:.2f} of 500 files; "
+                  f"open again × {r['open_s'] / base['open_s']:.1f})")
         print("\nopening a 10 GB recording (target < 1 s):")
         for fmt, sec in open_10gb(tmp).items():
             print(f"  {fmt:6s} {sec * 1e3:8.1f} ms")

@@ -186,3 +186,39 @@ def test_streaming_memory_is_bounded_by_the_chunk(tmp_path):
     assert res["total"] == pytest.approx(sum((k // 50) * 50 for k in range(n)))
     # the file is 600 MB; a chunk is 16 MB: growth must stay a small multiple of the chunk
     assert res["peak_mb"] - res["base_mb"] < 150, res
+
+
+def test_a_folder_chunk_reads_only_its_own_files(tmp_path, monkeypatch):
+    """Reading frames a:b of a folder opens those files only (a one-hour capture holds tens of
+    thousands); a corrupt file is named when its chunk is read."""
+    from tem_operando.errors import RecordingError
+    from tem_operando.io import readers
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    (folder / "tem_operando.json").write_text(json.dumps({"tem_operando": {"nm_per_px": 0.5, "fps": 4.0}}))
+    frames = np.arange(300 * 8 * 8, dtype=np.uint16).reshape(300, 8, 8)
+    for k, f in enumerate(frames):
+        np.save(folder / f"frame_{k}.npy", f)  # natural order: frame_2 before frame_10
+    opened = []
+    real = readers._load_frame
+    monkeypatch.setattr(readers, "_load_frame", lambda p, *a: (opened.append(p.name), real(p, *a))[1])
+    with open_recording(folder) as rec:
+        opened.clear()
+        chunk = next(rec.iter_chunks(6, 120, 126))
+        np.testing.assert_array_equal(chunk.frames, frames[120:126])
+        assert sorted(opened) == sorted(f"frame_{k}.npy" for k in range(120, 126))
+        np.testing.assert_array_equal(rec.frame(299), frames[299])
+    opened.clear()
+    with open_recording(folder) as rec:  # opened again (each chunk job does): only first and last are read
+        assert set(opened) <= {"frame_0.npy", "frame_299.npy"}
+    (folder / "frame_200.npy").write_bytes(b"not an array")
+    with pytest.raises(RecordingError, match="frame_200.npy"):  # the changed file is looked at again
+        with open_recording(folder) as rec:
+            next(rec.iter_chunks(10, 195, 205))
+    (folder / "tem_operando.json").write_text(json.dumps({"tem_operando": {"nm_per_px": 0.5, "fps": 4.0,
+                                                                           "mode": "image"}}))
+    with open_recording(folder) as rec:  # modes given: only the chunk that holds it fails
+        next(rec.iter_chunks(10, 100, 110))
+        with pytest.raises(RecordingError, match="frame_200.npy"):
+            next(rec.iter_chunks(10, 195, 205))

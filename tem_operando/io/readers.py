@@ -79,8 +79,9 @@ class Source:
         For folders: the spatial scale of each frame's file in those units.
     frame_times_s : ndarray or None
         Per-frame times in s when the layout or the file gives them.
-    raw : RawFrames or None
-        Direct access to uncompressed frames (the fast path that bypasses dask).
+    raw : RawFrames or FolderFrames or None
+        Direct access to uncompressed frames or to a folder's frame files (the fast path that
+        bypasses dask).
     closers : list of callables
         Called by :meth:`Recording.close`.
     """
@@ -94,7 +95,7 @@ class Source:
     frame_units: list[str] | None = None
     frame_scales: list[float] | None = None
     frame_times_s: np.ndarray | None = None
-    raw: "RawFrames | None" = None
+    raw: "RawFrames | FolderFrames | None" = None
     closers: list[Callable[[], None]] = field(default_factory=list)
 
 
@@ -546,6 +547,58 @@ def _load_frame(path: Path, shape: tuple[int, int], dtype: np.dtype) -> np.ndarr
     return arr.astype(dtype, copy=False)
 
 
+class FolderFrames:
+    """The frames of a folder of frame files, read file by file on demand.
+
+    The folder's counterpart of :class:`RawFrames`: ``shape``, ``dtype``, ``ndim`` and
+    ``__getitem__`` (for :func:`dask.array.from_array` and the direct path of
+    :meth:`Recording.iter_chunks`). Reading frames ``a:b`` opens just those files (in a few
+    threads), so the cost of a chunk does not grow with the number of files in the folder --
+    a one-hour capture holds tens of thousands.
+
+    Parameters
+    ----------
+    files : list of Path
+        One file per frame, in acquisition order.
+    shape : (int, int)
+        (Y, X) of every frame (a file with another shape is an error naming it).
+    dtype : numpy dtype
+    """
+
+    def __init__(self, files: list[Path], shape: tuple[int, int], dtype: np.dtype):
+        self.files = list(files)
+        self.shape = (len(self.files),) + tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+        self.ndim = 3
+        self.frame_bytes = int(np.prod(self.shape[1:])) * self.dtype.itemsize
+        self.runs = [(0, self.shape[0], 0)]  # no storage cuts inside a folder
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        first, rest = key[0], key[1:]
+        if isinstance(first, (int, np.integer)):
+            block = self._read([int(first) % self.shape[0]])[0]
+        else:
+            block = self._read(list(range(*first.indices(self.shape[0]))))
+        return block[rest] if rest else block
+
+    def _read(self, idx: list[int]) -> np.ndarray:
+        out = np.empty((len(idx),) + self.shape[1:], self.dtype)
+
+        def one(k: int) -> None:
+            out[k] = _load_frame(self.files[idx[k]], self.shape[1:], self.dtype)
+
+        if len(idx) > 2:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(min(4, len(idx))) as pool:
+                list(pool.map(one, range(len(idx))))
+        else:
+            for k in range(len(idx)):
+                one(k)
+        return out
+
+
 def read_folder(folder: Path) -> Source:
     """A folder of single-frame files (e.g. Gatan's in situ capture), one lazy task per frame."""
     import dask
@@ -564,9 +617,9 @@ def read_folder(folder: Path) -> Source:
     if first.ndim != 2:
         raise RecordingError(files[0], f"a folder's frame files must hold one 2D frame, this has shape {first.shape}")
     shape, dtype = first.shape, first.dtype
-    blocks = [da.from_delayed(dask.delayed(_load_frame, pure=True)(f, shape, dtype), shape=shape, dtype=dtype)
-              for f in files]
-    data = da.stack(blocks)
+    frames = FolderFrames(files, shape, dtype)
+    data = da.from_array(frames, chunks=(max(1, min(64, len(files))),) + shape, asarray=False, fancy=False,
+                         name=f"folder-{dask.base.tokenize(folder, len(files), files[-1])}")
     fmt = {p.suffix.lower().lstrip(".") for p in files}
     return Source(
         data=data,
@@ -575,13 +628,54 @@ def read_folder(folder: Path) -> Source:
         own=own0,
         frame_times_s=gatan_times_s(files),
         metadata={"files": [str(f) for f in files]},
+        raw=frames,
     )
 
 
+#: per-file calibrations already read, by (path, mtime, size): a folder is opened again for every
+#: chunk and every poll of ``--follow``, and its files do not change once written
+_CALIBRATION_CACHE: dict[tuple[str, int, int], tuple[float, str, dict]] = {}
+_CALIBRATION_CACHE_MAX = 500_000
+
+
+def _file_calibration(path: Path) -> tuple[float, str, dict]:
+    """Scale, units and own facts of one frame file, from its header (the pixels are not read)."""
+    ext = path.suffix.lower()
+    if ext == ".npy":
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        if arr.ndim < 2:
+            raise ValueError(f"holds an array of shape {arr.shape}, not a frame")
+        return 1.0, "", {}
+    if ext == ".png":
+        return 1.0, "", {}
+    import importlib
+
+    plugin = importlib.import_module(RSCIIO_PLUGINS[ext])
+    try:
+        sig = plugin.file_reader(str(path), lazy=True)
+    except TypeError:  # a plugin without lazy reading
+        sig = plugin.file_reader(str(path))
+    sig = _pick_image_dataset(sig if isinstance(sig, list) else [sig], path)
+    axes = _axes_from_dicts(sig.get("axes", []), tuple(sig["data"].shape))
+    own = dict((sig.get("original_metadata") or {}).get(OWN_KEY, {}) or {})
+    return axes[-1].scale, axes[-1].units, own
+
+
 def frame_file_calibration(path: Path) -> tuple[float, str, dict]:
-    """Spatial scale, units and tem-operando facts of one frame file of a folder."""
-    _, _, ax, own = _read_single_frame(path)
-    return ax.scale, ax.units, own
+    """Spatial scale, units and tem-operando facts of one frame file of a folder.
+
+    Read from the file's header and remembered for the process (keyed by path, modification
+    time and size), so opening a folder again costs a ``stat`` per file.
+    """
+    st = os.stat(path)
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    hit = _CALIBRATION_CACHE.get(key)
+    if hit is None:
+        hit = _file_calibration(Path(path))
+        if len(_CALIBRATION_CACHE) >= _CALIBRATION_CACHE_MAX:
+            _CALIBRATION_CACHE.clear()
+        _CALIBRATION_CACHE[key] = hit
+    return hit[0], hit[1], dict(hit[2])
 
 
 def open_source(path: Path) -> Source:
