@@ -438,3 +438,16 @@ def test_fine_tuning_keeps_the_decision_biases_unless_asked_to_refit(small_data,
     with pytest.raises(ValueError, match="calibrate"):
         train(small_data, tmp_path / "x.pt", TrainConfig(**base, calibrate="maybe"), progress=False,
               log=lambda *a: None)
+
+
+def test_resolve_model_names(tmp_path, monkeypatch):
+    """None and "default" give the shipped default; a bare name a shipped or user model; else a path."""
+    from tem_operando.segment.infer import default_model_path, resolve_model
+
+    monkeypatch.setenv("TEM_OPERANDO_DATA_DIR", str(tmp_path / "data"))
+    (tmp_path / "data" / "models").mkdir(parents=True)
+    (tmp_path / "data" / "models" / "mine.pt").write_bytes(b"x")
+    assert resolve_model(None) == resolve_model("default") == default_model_path()
+    assert resolve_model(default_model_path().stem) == default_model_path()
+    assert resolve_model("mine") == resolve_model("mine.pt") == tmp_path / "data" / "models" / "mine.pt"
+    assert resolve_model(tmp_path / "elsewhere.pt") == tmp_path / "elsewhere.pt"

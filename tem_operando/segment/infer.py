@@ -74,11 +74,13 @@ def default_model_path() -> Path:
 
 
 def resolve_model(model: str | os.PathLike | None) -> Path:
-    """A model argument → file: None = default, a bare name = a shipped model or one of the user's
-    models (:func:`user_models_dir`), else a path."""
+    """A model argument → file: None or ``"default"`` = the default shipped model, a bare name = a
+    shipped model or one of the user's models (:func:`user_models_dir`), else a path."""
     if model is None:
         return default_model_path()
     p = Path(model)
+    if str(model) == "default" and not p.exists():
+        return default_model_path()
     if not p.exists() and p.parent == Path("."):
         name = p.name if p.suffix == ".pt" else p.name + ".pt"
         for folder in (models_dir(), user_models_dir()):
