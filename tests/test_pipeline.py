@@ -288,3 +288,22 @@ def test_diffraction_calibrated_with_a_gold_frame(tmp_path):
     phases = ResultStore(tmp_path / "b").read_table("phases")
     ok = (phases["best_phase"].to_numpy()[1:] == s.phases["best_phase"].to_numpy()[1:]).mean()
     assert ok >= 0.9
+
+
+def test_a_wrong_or_dead_scheduler_fails_before_the_results_are_touched(session_path, tmp_path):
+    import socket
+
+    from tem_operando.pipeline import batch
+
+    out = tmp_path / "r"
+    analyze(session_path, out, _opts(), report=False)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    for scheduler, msg in (("inline", "not 'threads', 'sync' or a dask.distributed"), (dead, "no dask scheduler")):
+        with pytest.raises(TemOperandoError, match=msg):
+            analyze(session_path, out, _opts(scheduler=scheduler), report=False)
+        with pytest.raises(TemOperandoError, match=msg):
+            batch([session_path], tmp_path / "b", _opts(scheduler=scheduler), report=False)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != ".lock"} == before

@@ -27,7 +27,7 @@ from .. import __version__, schema
 from .._files import exclusive_folder, remove_stale_temporaries
 from ..errors import CalibrationError, TemOperandoError
 from ..results import MASKS, ResultStore
-from .chunks import ChunkSpec, chunk_ranges, clear_work, gather, is_done, run_chunks
+from .chunks import ChunkSpec, check_scheduler, chunk_ranges, clear_work, gather, is_done, run_chunks
 from .context import cumulative_dose, log_at, read_log, sha256_of
 
 #: how many frames before a chunk its job looks back for the last image frame (drift anchor)
@@ -511,6 +511,7 @@ def prepare(input_path: str | os.PathLike, out: str | os.PathLike, opts: Analyze
     phase_names = [get_phase(p).name for p in opts.phases] if opts.phases else list_phases()
     if opts.log:
         read_log(opts.log, opts.log_offset_s)  # a bad log fails now, not after the whole run
+    check_scheduler(opts.scheduler)  # a wrong or dead scheduler address too
     # the model's file (a path, or the name of a shipped or user model): workers, perhaps on other
     # machines, get the file, not a name to look up in their own data folder
     model_file = opts.model

@@ -18,6 +18,7 @@ import pandas as pd
 from ..errors import TemOperandoError
 from ..results import ResultStore, atomic_write_bytes
 from .analyze import AnalyzeOptions, analyze
+from .chunks import check_scheduler
 
 INDEX_COLUMNS = ["input", "results", "status", "error", "frames", "n_image_frames", "n_diffraction_frames",
                  "n_tracks", "mean_swelling_rate_nm_s", "mean_width_expansion_pct", "mean_front_velocity_nm_s",
@@ -56,6 +57,7 @@ def batch(inputs: list[str | os.PathLike], out: str | os.PathLike, opts: Analyze
     Returns the index table (one row per input, failures included with their error).
     """
     opts = opts or AnalyzeOptions()
+    check_scheduler(opts.scheduler)  # once for all: a dead cluster is not a failure of each recording
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stems = [_stem(Path(p)) for p in inputs]

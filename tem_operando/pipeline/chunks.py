@@ -171,6 +171,39 @@ def _run_and_save(job: Callable, spec: ChunkSpec, start: int, stop: int) -> dict
             "stage_s": {k: float(v) for k, v in stage_s.items()} if isinstance(stage_s, dict) else {}}
 
 
+def check_scheduler(scheduler: str | None, *, connect_timeout_s: float = 5.0) -> None:
+    """Fail early, with a clear message, on a scheduler that cannot work.
+
+    ``None``, ``"threads"`` and ``"sync"`` are local; anything else must be a ``dask.distributed``
+    scheduler address (``tcp://HOST:PORT``, ``tls://HOST:PORT`` or ``HOST:PORT``) that accepts a
+    connection within ``connect_timeout_s`` (TCP addresses are tried; other protocols are left to
+    ``distributed``).
+
+    Raises
+    ------
+    TemOperandoError
+    """
+    import re
+    import socket
+
+    from ..errors import TemOperandoError
+
+    if scheduler in (None, "threads", "sync"):
+        return
+    m = re.fullmatch(r"(?:(tcp|tls|ucx|inproc|ws|wss)://)?(\[[0-9a-fA-F:]+\]|[^:/\s]+):(\d+)/?", str(scheduler))
+    if not m:
+        raise TemOperandoError(f"scheduler {scheduler!r}: not 'threads', 'sync' or a dask.distributed scheduler "
+                               "address such as tcp://10.0.0.5:8786")
+    proto, host, port = m.group(1) or "tcp", m.group(2).strip("[]"), int(m.group(3))
+    if proto != "tcp":
+        return
+    try:
+        socket.create_connection((host, port), timeout=connect_timeout_s).close()
+    except OSError as exc:
+        raise TemOperandoError(f"scheduler {scheduler}: no dask scheduler answers there ({exc}); start one with "
+                               "`dask scheduler` or check the address") from None
+
+
 def run_chunks(job: Callable[[ChunkSpec, int, int], dict], spec: ChunkSpec, ranges: list[tuple[int, int]], *,
                scheduler: str | None = None, workers: int = 2,
                on_done: Callable[[dict], None] | None = None) -> list[dict]:
