@@ -32,9 +32,10 @@ def split_by_seams(objects: np.ndarray, seam: np.ndarray, *, threshold: float = 
     objects : ndarray of bool, (Y, X)
         Object pixels (pristine or reacted).
     seam : ndarray of float, (Y, X)
-        Probability (0–1) that a pixel lies on the seam between two touching objects.
+        Probability (0–1) that a pixel lies on the seam between two touching objects, or any
+        increasing function of it (the network's seam logit): only the order of the values counts.
     threshold : float
-        Seam pixels are those above it.
+        Seam pixels are those above it (on the scale of ``seam``).
     min_area_px : int
         Objects (and seeds) smaller than this, in px, are dropped.
 
