@@ -428,6 +428,9 @@ def test_fine_tuning_keeps_the_decision_biases_unless_asked_to_refit(small_data,
     from tem_operando.segment.train import calibrate_model
 
     cal, bias, _ = calibrate_model(tiny_model, tmp_path / "cal.pt", n_sessions=2, log=lambda *a: None)
+    other, _, _ = calibrate_model(tiny_model, tmp_path / "cal2.pt", n_sessions=1, log=lambda *a: None)
+    assert (tmp_path / "cal.MODEL_CARD.md").is_file() and (tmp_path / "cal2.MODEL_CARD.md").is_file()
+    load_model_file(cal), load_model_file(other)  # each its own card: neither overwrote the other's sha256
     base = dict(seed=1, init=str(cal), lr=1e-3, **{**TINY, "epochs": 1})
     kept = train(small_data, tmp_path / "k.pt", TrainConfig(**base), progress=False, log=lambda *a: None)
     assert load_model_file(kept)["class_bias"] == [float(v) for v in bias]

@@ -41,6 +41,13 @@ def card_path(path: str | os.PathLike) -> Path:
     return own if own.is_file() else p.with_name("MODEL_CARD.md")
 
 
+def own_card_path(path: str | os.PathLike) -> Path:
+    """Where the card of a new model file ``NAME.pt`` is written: ``NAME.MODEL_CARD.md`` (never the
+    shared ``MODEL_CARD.md``, which another model in the folder may own)."""
+    p = Path(path)
+    return p.with_name(p.stem + ".MODEL_CARD.md")
+
+
 def card_sha256(path: str | os.PathLike) -> str | None:
     """The sha256 that the card of model ``path`` states for it (None if there is no card)."""
     card = card_path(path)

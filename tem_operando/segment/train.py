@@ -697,7 +697,7 @@ def calibrate_model(model: str | os.PathLike, out: str | os.PathLike, *, n_sessi
     (Path, ndarray, dict)
         The file, the biases and the fit's scores.
     """
-    from .modelfile import build_from_file, card_path, load_model_file, save_model_file
+    from .modelfile import build_from_file, card_path, load_model_file, own_card_path, save_model_file
 
     model, out = Path(model), Path(out)
     obj = load_model_file(model)
@@ -717,6 +717,5 @@ def calibrate_model(model: str | os.PathLike, out: str | os.PathLike, *, n_sessi
     text = re.split(r"\n## (?:Decision biases|Held-apart evaluation)\n", text)[0].rstrip() + "\n"
     text += "\n" + bias_section(bias, info, f"frames of {n_sessions} synthetic sessions (seeds from "
                                               f"{CALIBRATION_SEED_OFFSET:,}, never used for training or evaluation)")
-    card = card_path(out)
-    atomic_write_text(card, text)
+    atomic_write_text(own_card_path(out), text)
     return out, bias, info
