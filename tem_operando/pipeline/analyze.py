@@ -274,11 +274,14 @@ def prepare_diffraction(input_path: Path, open_kwargs: dict, info: dict, opts: A
 
 def _single_blas_thread_in_workers() -> None:
     """One BLAS thread in a Dask worker process, for good (see :func:`single_blas`)."""
-    try:
-        from distributed import get_worker
+    import sys
 
-        get_worker()
-    except (ImportError, ValueError):
+    dist = sys.modules.get("distributed")  # a Dask worker process has imported it; a local run need not
+    if dist is None:
+        return
+    try:
+        dist.get_worker()
+    except ValueError:
         return
     from threadpoolctl import threadpool_limits
 
