@@ -210,8 +210,14 @@ def test_a_folder_chunk_reads_only_its_own_files(tmp_path, monkeypatch):
         assert sorted(opened) == sorted(f"frame_{k}.npy" for k in range(120, 126))
         np.testing.assert_array_equal(rec.frame(299), frames[299])
     opened.clear()
+    headers = []
+    real_cal = readers._file_calibration
+    monkeypatch.setattr(readers, "_file_calibration", lambda p: (headers.append(p.name), real_cal(p))[1])
     with open_recording(folder) as rec:  # opened again (each chunk job does): only first and last are read
-        assert set(opened) <= {"frame_0.npy", "frame_299.npy"}
+        assert set(opened) <= {"frame_0.npy", "frame_299.npy"} and headers == []  # calibrations remembered
+    np.save(folder / "frame_7.npy", frames[7])  # rewritten: looked at again
+    with open_recording(folder) as rec:
+        assert headers == ["frame_7.npy"]
     (folder / "frame_200.npy").write_bytes(b"not an array")
     with pytest.raises(RecordingError, match="frame_200.npy"):  # the changed file is looked at again
         with open_recording(folder) as rec:

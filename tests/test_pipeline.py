@@ -119,14 +119,16 @@ def test_resume_after_sigkill_gives_identical_results(session_path, tmp_path):
     proc.wait()
     assert json.loads((out / "summary.json").read_text())["status"] == "partial"
     # what a writer killed mid-save leaves behind goes at the resume; other hidden files stay
-    stale = [out / ".frames.csv.k3j4h5g6.tmp", out / ".work" / ".chunk.npz.ab_2cd34.npz"]
-    for f in stale:
+    stale = [out / ".frames.csv.tem-k3j4h5g6.tmp", out / ".work" / ".chunk.npz.tem-ab_2cd34.npz"]
+    kept = [out / ".mynotes", out / ".notes.20240611.tmp", out / ".summary.json.tem-live0001.tmp"]
+    for f in stale + kept:
         f.write_bytes(b"half a file")
-    (out / ".mynotes").write_text("mine")
+    for f in stale + kept[:2]:
+        os.utime(f, (time.time() - 3600, time.time() - 3600))  # the last one is a live writer's: seconds old
     r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert json.loads((out / "summary.json").read_text())["status"] == "complete"
-    assert not any(f.exists() for f in stale) and (out / ".mynotes").read_text() == "mine"
+    assert not any(f.exists() for f in stale) and all(f.exists() for f in kept)
     ta, tb = _tables(ref), _tables(out)
     for name in TABLES:
         pd.testing.assert_frame_equal(ta[name], tb[name])

@@ -118,3 +118,13 @@ def test_options_of_an_earlier_run_are_kept_on_reprocessing():
     assert again.model == "my-material"
     assert (again.nm_per_px, again.fps, list(again.phases), again.chunk_frames) == (0.8, 5.0, ["Sn"], 8)
     assert AnalyzeOptions.from_parameters(None) == AnalyzeOptions()
+
+
+def test_check_scheduler_leaves_other_protocols_to_distributed():
+    from tem_operando.pipeline.chunks import check_scheduler
+
+    for ok in (None, "threads", "sync", "inproc://192.0.2.2/6951/1", "tls://10.0.0.5:8786", object()):
+        check_scheduler(ok)
+    for bad in ("inline", "tcp://nohost", "10.0.0.5"):
+        with pytest.raises(TemOperandoError, match="not 'threads', 'sync'"):
+            check_scheduler(bad)

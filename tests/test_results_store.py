@@ -106,9 +106,32 @@ def test_atomic_helpers_leave_the_old_file_or_the_whole_new_one(tmp_path):
 def test_exclusive_folder_refuses_a_second_writer_and_frees_on_exit(tmp_path):
     from tem_operando._files import exclusive_folder
 
+    (tmp_path / "res").mkdir()
     with exclusive_folder(tmp_path / "res", "an analysis"):
-        with pytest.raises(BlockingIOError, match=rf"res: an analysis \(pid {os.getpid()}\)"):
+        with pytest.raises(BlockingIOError, match=rf"res: an analysis \(pid {os.getpid()} on "):
             with exclusive_folder(tmp_path / "res"):
                 pass
-    with exclusive_folder(tmp_path / "res"):  # released: the next writer gets it
+    assert (tmp_path / "res" / ".lock").read_text() == ""  # released: no holder named any more
+    with exclusive_folder(tmp_path / "res"):  # the next writer gets it
         pass
+
+
+def test_exclusive_folder_leaves_no_empty_folder_and_runs_where_flock_is_missing(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    from tem_operando._files import exclusive_folder
+
+    with pytest.raises(ValueError):
+        with exclusive_folder(tmp_path / "new"):
+            raise ValueError("the run's checks failed")
+    assert not (tmp_path / "new").exists()  # created for the run, left empty: removed again
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)  # e.g. NFS without lockd
+    with pytest.warns(RuntimeWarning, match="cannot lock"):
+        with exclusive_folder(tmp_path / "nfs"):
+            (tmp_path / "nfs" / "summary.json").write_text("{}")
+    assert (tmp_path / "nfs" / "summary.json").exists()

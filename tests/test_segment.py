@@ -454,3 +454,27 @@ def test_resolve_model_names(tmp_path, monkeypatch):
     assert resolve_model(default_model_path().stem) == default_model_path()
     assert resolve_model("mine") == resolve_model("mine.pt") == tmp_path / "data" / "models" / "mine.pt"
     assert resolve_model(tmp_path / "elsewhere.pt") == tmp_path / "elsewhere.pt"
+
+
+@pytest.mark.parametrize("threshold", [0.2, 0.5, 0.8])
+def test_decode_splits_on_the_seam_probability_threshold(threshold):
+    """decode thresholds seam logits; the instances equal a split on the seam probabilities."""
+    from scipy import ndimage
+
+    from tem_operando.segment.infer import decode
+    from tem_operando.segment.instances import split_by_seams
+
+    rng = np.random.default_rng(3)
+    logits = np.zeros((2, 4, 64, 64), np.float32)
+    yy, xx = np.mgrid[:64, :64]
+    for c in ((20, 20), (20, 40), (45, 30)):  # three touching discs
+        logits[:, 1] += 6.0 * (np.hypot(yy - c[0], xx - c[1]) < 11)
+    logits[:, 0] = 3.0
+    logits[:, 3] = ndimage.gaussian_filter(rng.normal(0, 3, (2, 64, 64)), (0, 2, 2)) * 4  # |logit| < ~8
+    res = decode(logits, seam_threshold=threshold, min_area_px=4)
+    seam_p = 1 / (1 + np.exp(-logits[:, 3].astype(np.float64)))
+    for i in range(2):
+        ref = split_by_seams(res.classes[i] > 0, seam_p[i], threshold=threshold, min_area_px=4)
+        np.testing.assert_array_equal(res.instances[i], ref)
+    counts = [decode(logits, seam_threshold=t, min_area_px=4).instances.max() for t in (0.2, 0.8)]
+    assert counts[0] != counts[1]  # the threshold matters on these seams

@@ -600,7 +600,8 @@ class FolderFrames:
 
 
 def read_folder(folder: Path) -> Source:
-    """A folder of single-frame files (e.g. Gatan's in situ capture), one lazy task per frame."""
+    """A folder of single-frame files (e.g. Gatan's in situ capture), read file by file on demand
+    (:class:`FolderFrames`)."""
     import dask
 
     files = list_frame_files(folder)
@@ -634,8 +635,8 @@ def read_folder(folder: Path) -> Source:
 
 #: per-file calibrations already read, by (path, mtime, size): a folder is opened again for every
 #: chunk and every poll of ``--follow``, and its files do not change once written
-_CALIBRATION_CACHE: dict[tuple[str, int, int], tuple[float, str, dict]] = {}
-_CALIBRATION_CACHE_MAX = 500_000
+_CALIBRATION_CACHE: dict[tuple, tuple[float, str, dict]] = {}
+_CALIBRATION_CACHE_MAX = 200_000
 
 
 def _file_calibration(path: Path) -> tuple[float, str, dict]:
@@ -664,11 +665,11 @@ def _file_calibration(path: Path) -> tuple[float, str, dict]:
 def frame_file_calibration(path: Path) -> tuple[float, str, dict]:
     """Spatial scale, units and tem-operando facts of one frame file of a folder.
 
-    Read from the file's header and remembered for the process (keyed by path, modification
-    time and size), so opening a folder again costs a ``stat`` per file.
+    Read from the file's header and remembered for the process (keyed by path, inode, size and
+    modification/change times), so opening a folder again costs a ``stat`` per file.
     """
     st = os.stat(path)
-    key = (str(path), st.st_mtime_ns, st.st_size)
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     hit = _CALIBRATION_CACHE.get(key)
     if hit is None:
         hit = _file_calibration(Path(path))

@@ -541,7 +541,8 @@ def prepare(input_path: str | os.PathLike, out: str | os.PathLike, opts: Analyze
     else:
         _reset(folder)
         started = None
-    remove_stale_temporaries(folder)  # of a writer killed mid-save (the caller holds the folder's lock)
+    # what writers killed mid-save left (the caller holds the folder's lock)
+    remove_stale_temporaries(folder, subfolders=(".work", "corrections", "plots"))
     store.start(input=str(input_path.resolve()), input_sha256=sha, model=model_name, model_sha256=model_sha,
                 phases=phase_names, software_version=__version__, parameters=params,
                 **{k: v for k, v in info.items() if k != "modes"}, **dfacts)

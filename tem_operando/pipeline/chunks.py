@@ -171,13 +171,13 @@ def _run_and_save(job: Callable, spec: ChunkSpec, start: int, stop: int) -> dict
             "stage_s": {k: float(v) for k, v in stage_s.items()} if isinstance(stage_s, dict) else {}}
 
 
-def check_scheduler(scheduler: str | None, *, connect_timeout_s: float = 5.0) -> None:
+def check_scheduler(scheduler, *, connect_timeout_s: float = 5.0) -> None:
     """Fail early, with a clear message, on a scheduler that cannot work.
 
-    ``None``, ``"threads"`` and ``"sync"`` are local; anything else must be a ``dask.distributed``
-    scheduler address (``tcp://HOST:PORT``, ``tls://HOST:PORT`` or ``HOST:PORT``) that accepts a
-    connection within ``connect_timeout_s`` (TCP addresses are tried; other protocols are left to
-    ``distributed``).
+    ``None``, ``"threads"`` and ``"sync"`` are local. A TCP address (``tcp://HOST:PORT`` or
+    ``HOST:PORT``) must accept a connection within ``connect_timeout_s``; a string that is neither
+    and has no ``scheme://`` is refused. Other schemes (``tls://``, ``inproc://``, ``ucx://``, ...)
+    and non-strings are left to ``dask.distributed``.
 
     Raises
     ------
@@ -188,15 +188,15 @@ def check_scheduler(scheduler: str | None, *, connect_timeout_s: float = 5.0) ->
 
     from ..errors import TemOperandoError
 
-    if scheduler in (None, "threads", "sync"):
+    if scheduler in (None, "threads", "sync") or not isinstance(scheduler, str):
         return
-    m = re.fullmatch(r"(?:(tcp|tls|ucx|inproc|ws|wss)://)?(\[[0-9a-fA-F:]+\]|[^:/\s]+):(\d+)/?", str(scheduler))
+    if "://" in scheduler and not scheduler.startswith("tcp://"):
+        return
+    m = re.fullmatch(r"(?:tcp://)?(\[[0-9a-fA-F:]+\]|[^:/\s]+):(\d+)/?", scheduler)
     if not m:
         raise TemOperandoError(f"scheduler {scheduler!r}: not 'threads', 'sync' or a dask.distributed scheduler "
                                "address such as tcp://10.0.0.5:8786")
-    proto, host, port = m.group(1) or "tcp", m.group(2).strip("[]"), int(m.group(3))
-    if proto != "tcp":
-        return
+    host, port = m.group(1).strip("[]"), int(m.group(2))
     try:
         socket.create_connection((host, port), timeout=connect_timeout_s).close()
     except OSError as exc:
