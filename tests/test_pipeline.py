@@ -309,3 +309,23 @@ def test_a_wrong_or_dead_scheduler_fails_before_the_results_are_touched(session_
         with pytest.raises(TemOperandoError, match=msg):
             batch([session_path], tmp_path / "b", _opts(scheduler=scheduler), report=False)
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != ".lock"} == before
+
+
+def test_input_hash_is_computed_beside_the_run_and_resume_checks_the_input(session_path, tmp_path):
+    from tem_operando._files import sha256_of
+
+    out = tmp_path / "r"
+    summary = analyze(session_path, out, _opts(), report=False)
+    assert summary["input_sha256"] == sha256_of(session_path)
+    st = session_path.stat()
+    assert summary["input_bytes"] == st.st_size and summary["input_mtime_ns"] == st.st_mtime_ns
+    # a run killed before its hash was written: a resume compares size and time instead
+    s = json.loads((out / "summary.json").read_text())
+    s.update(status="partial", input_sha256=None)
+    (out / "summary.json").write_text(json.dumps(s))
+    assert analyze(session_path, out, _opts(), resume=True, report=False)["status"] == "complete"
+    s = json.loads((out / "summary.json").read_text())
+    s.update(status="partial", input_sha256=None, input_mtime_ns=s["input_mtime_ns"] - 10**9)
+    (out / "summary.json").write_text(json.dumps(s))
+    with pytest.raises(TemOperandoError, match="another input"):
+        analyze(session_path, out, _opts(), resume=True, report=False)

@@ -447,14 +447,36 @@ def _write_profiles(store: ResultStore, ranges, phases: pd.DataFrame) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def _check_resume(store: ResultStore, sha: str, params: dict, model_sha: str) -> None:
+def input_fingerprint(path: Path) -> dict:
+    """Size (bytes) and modification time (ns) of an input file or of a folder's newest file."""
+    p = Path(path)
+    files = [f for f in p.rglob("*") if f.is_file()] if p.is_dir() else [p]
+    stats = [f.stat() for f in files]
+    return {"input_bytes": int(sum(st.st_size for st in stats)),
+            "input_mtime_ns": int(max((st.st_mtime_ns for st in stats), default=0))}
+
+
+def _hash_in_background(path: Path):
+    """A future of the input's sha256, hashed in a thread beside the analysis (hashlib releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="tem-operando-sha256")
+    fut = pool.submit(sha256_of, path)
+    pool.shutdown(wait=False)
+    return fut
+
+
+def _check_resume(store: ResultStore, input_path: Path, params: dict, model_sha: str) -> None:
     old = store.read_summary()
     if not old:
         return
     if old.get("model_sha256", model_sha) != model_sha:
         raise TemOperandoError(f"{store.folder}: was started with another model file ({old.get('model')}, sha256 "
                                f"{str(old.get('model_sha256'))[:12]}…); use a new --out or run without --resume")
-    if old.get("input_sha256") != sha:
+    # the sha256 when the interrupted run got that far, else the size and time it recorded at its start
+    same = (old["input_sha256"] == sha256_of(input_path)) if old.get("input_sha256") else (
+        {k: old.get(k) for k in ("input_bytes", "input_mtime_ns")} == input_fingerprint(input_path))
+    if not same:
         raise TemOperandoError(f"{store.folder}: holds results of another input "
                                f"({old.get('input')}); use a new --out or run without --resume")
     if old.get("parameters") != params:
@@ -483,6 +505,8 @@ class Run:
     opts: AnalyzeOptions
     phase_names: list[str]
     t_start: float
+    #: the input's sha256 being computed beside the analysis (None: known at the start)
+    input_hash: Any = None
 
 
 def recording_info(input_path: Path, open_kwargs: dict) -> dict:
@@ -533,19 +557,21 @@ def prepare(input_path: str | os.PathLike, out: str | os.PathLike, opts: Analyze
     analyzer, dfacts = prepare_diffraction(input_path, open_kwargs, info, opts, phase_names)
     folder.mkdir(parents=True, exist_ok=True)
     store = ResultStore(folder)
-    sha = input_sha256 if input_sha256 is not None else sha256_of(input_path)
     params = opts.analysis_params()
     if resume:
-        _check_resume(store, sha, params, model_sha)
+        _check_resume(store, input_path, params, model_sha)
         started = store.read_summary().get("start_time")
     else:
         _reset(folder)
         started = None
     # what writers killed mid-save left (the caller holds the folder's lock)
     remove_stale_temporaries(folder, subfolders=(".work", "corrections", "plots"))
-    store.start(input=str(input_path.resolve()), input_sha256=sha, model=model_name, model_sha256=model_sha,
-                phases=phase_names, software_version=__version__, parameters=params,
-                **{k: v for k, v in info.items() if k != "modes"}, **dfacts)
+    # hashing a 20 GB recording takes a while: it runs beside the analysis and lands in the summary
+    # at the end (a resumed run checks the size and time recorded here if it had not finished)
+    input_hash = _hash_in_background(input_path) if input_sha256 is None else None
+    store.start(input=str(input_path.resolve()), input_sha256=input_sha256, model=model_name,
+                model_sha256=model_sha, phases=phase_names, software_version=__version__, parameters=params,
+                **input_fingerprint(input_path), **{k: v for k, v in info.items() if k != "modes"}, **dfacts)
     if started:
         store.update_summary(start_time=started, resumed=True)
     if analyzer is not None:
@@ -554,7 +580,8 @@ def prepare(input_path: str | os.PathLike, out: str | os.PathLike, opts: Analyze
     store.open_masks(max_frames or info["frames"], tuple(info["frame_shape"]))
     spec = ChunkSpec(input_path=str(input_path.resolve()), results_dir=str(folder.resolve()), open_kwargs=open_kwargs,
                      params={**params, "model": model_file, "phases": phase_names, "_diffraction": analyzer})
-    return Run(store=store, info=info, spec=spec, opts=opts, phase_names=phase_names, t_start=t_start)
+    return Run(store=store, info=info, spec=spec, opts=opts, phase_names=phase_names, t_start=t_start,
+               input_hash=input_hash)
 
 
 def complete(run: Run, ranges: list[tuple[int, int]], records: list[dict], *, report: bool = True,
@@ -569,6 +596,8 @@ def complete(run: Run, ranges: list[tuple[int, int]], records: list[dict], *, re
     elapsed = time.perf_counter() - run.t_start
     n = ranges[-1][1] if ranges else 0
     modes = gather(folder, ranges, "frames")
+    if run.input_hash is not None:
+        extra = {"input_sha256": run.input_hash.result(), **(extra or {})}
     summary = run.store.finish(elapsed_s=elapsed, stage_s={**stage_s, **fin["timings"]}, frames=n,
                                frames_per_s=n / max(elapsed, 1e-9), n_tracks=fin["n_tracks"],
                                n_image_frames=fin["n_image_frames"], n_diffraction_frames=fin["n_diffraction_frames"],
