@@ -67,9 +67,9 @@ def dose10_table():
     return df[df["dose"] == "all"].set_index("method")
 
 
-@pytest.mark.xfail(strict=True, reason="segnet-s (trained ~55 min on a shared CPU) reaches IoU objects 0.81 and "
-                                      "reacted 0.62 at dose 10, short of issue 3's 0.90 / 0.80; remove this mark "
-                                      "when a longer-trained model is shipped")
+@pytest.mark.xfail(strict=True, reason="segnet-s v2 reaches IoU objects 0.83-0.89 and reacted 0.69-0.75 at dose 10 "
+                                      "(by the held-apart scenes), short of issue 3's 0.90 / 0.80; remove this mark "
+                                      "when a model that meets them is shipped")
 def test_shipped_model_meets_the_issue_targets_at_dose_10(dose10_table):
     net = dose10_table.loc["network"]
     assert net["iou_objects"] >= 0.90
@@ -81,9 +81,9 @@ def test_shipped_model_meets_the_issue_targets_at_dose_10(dose10_table):
 def test_shipped_model_does_not_regress_at_dose_10(dose10_table):
     """What segnet-s achieves today (held-apart, dose 10), with a small margin."""
     net = dose10_table.loc["network"]
-    assert net["iou_objects"] >= 0.75
-    assert net["iou_reacted"] >= 0.50
-    assert net["instance_f1"] >= 0.70
+    assert net["iou_objects"] >= 0.80
+    assert net["iou_reacted"] >= 0.65
+    assert net["instance_f1"] >= 0.75
     assert net["n_fronts"] >= 3
     assert net["front_err_px"] <= 3.0
 
