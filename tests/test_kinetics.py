@@ -224,3 +224,39 @@ def test_plots(tmp_path):
     assert k.shape[0] == s.n_frames and (k[-1] == 2).sum() > (k[0] == 2).sum()
     plot_kymograph(k, s.time_s, s.nm_per_px, fronts, int(w.track_id)).savefig(tmp_path / "k.png")
     assert (tmp_path / "k.png").stat().st_size > 1000
+
+
+def test_long_series_are_segmented_on_bins_then_refined():
+    """A 6,000-frame series (a slow reaction filmed at camera rate): the binned search finds the
+    breakpoints and slopes as well as the exact O(n²) one, and the swelling fit recovers the rate."""
+    from tem_operando.kinetics import segment_fit, swelling_fit
+
+    rng = np.random.default_rng(3)
+    t = np.arange(6000) / 100.0  # s, 100 frames/s
+    # flat, two rising steps with a pause, flat: 20 → 26 nm at 0.5 nm/s
+    w = np.interp(t, [0, 10, 16, 25, 31, 60], [20, 20, 23, 23, 26, 26]) + rng.normal(0, 0.3, t.size)
+    sub = slice(0, 6000, 5)  # exact DP on 1,200 points as the reference
+    exact = segment_fit(t[sub], w[sub], max_segments=6, max_points=10**6)
+    binned = segment_fit(t[sub], w[sub], max_segments=6, max_points=200)
+    truth_bounds, truth_slopes = [0, 200, 320, 500, 620, 1200], [0.0, 0.5, 0.0, 0.5, 0.0]
+    for segs in (exact, binned):  # a corner can go either way by ~1 s: both are held to the truth
+        assert len(segs) == 5
+        assert np.abs(np.array([a for a, *_ in segs] + [1200]) - truth_bounds).max() <= 25
+        np.testing.assert_allclose([s for _, _, s, _ in segs], truth_slopes, atol=0.05)
+    fit = swelling_fit(t, w, resolution_nm=1.0)
+    assert fit["n_steps"] == 2
+    assert fit["rate_nm_s"] == pytest.approx(6.0 / 21.0, rel=0.05)  # gain over onset→plateau, pauses included
+    assert fit["onset_s"] == pytest.approx(10.0, abs=0.3) and fit["plateau_s"] == pytest.approx(31.0, abs=0.3)
+
+
+def test_fracture_found_whatever_the_row_order():
+    rows = []
+    for k in range(6):
+        rows.append(dict(frame=k, track_id=1, x_nm=50.0 - 5 * (k >= 3), y_nm=50.0, area_nm2=1000.0 - 400 * (k >= 3),
+                         width_nm=30.0, length_nm=40.0))
+        if k >= 3:
+            rows.append(dict(frame=k, track_id=2, x_nm=62.0, y_nm=50.0, area_nm2=400.0, width_nm=20.0, length_nm=20.0))
+    df = pd.DataFrame(rows)
+    shuffled = df.sample(frac=1.0, random_state=0)
+    assert fracture_events(shuffled).equals(fracture_events(df))
+    assert fracture_events(shuffled)[1] == 3

@@ -28,14 +28,20 @@ def fracture_events(objects: pd.DataFrame, *, area_tolerance: float = 0.25) -> p
         return pd.Series(dtype=float)
     out = pd.Series(np.nan, index=np.unique(objects["track_id"]), dtype=float)
     firsts = objects.groupby("track_id")["frame"].min()
-    by_frame = {f: g for f, g in objects.groupby("frame")}
-    frames = sorted(by_frame)
-    first_frame = frames[0]
+    ob = objects.sort_values("frame", kind="stable")
+    fr = ob["frame"].to_numpy()
+
+    def at(f):  # the rows of frame f (only the frames where a track starts and the ones before)
+        return ob.iloc[np.searchsorted(fr, f, "left"):np.searchsorted(fr, f, "right")]
+
+    first_frame = fr[0]
     for tid, k in firsts.items():
-        if k == first_frame or (k - 1) not in by_frame:
+        prev = at(k - 1)
+        if k == first_frame or prev.empty:
             continue
-        new = by_frame[k][by_frame[k]["track_id"] == tid].iloc[0]
-        prev, cur = by_frame[k - 1], by_frame[k].set_index("track_id")
+        now = at(k)
+        new = now[now["track_id"] == tid].iloc[0]
+        cur = now.set_index("track_id")
         for _, p in prev.iterrows():
             pid = p["track_id"]
             if pid not in cur.index or pid == tid:
