@@ -27,7 +27,7 @@ test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
-	$(BIN)/ruff check tem_operando tests benchmarks
+	$(BIN)/ruff check tem_operando tests benchmarks gui
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py

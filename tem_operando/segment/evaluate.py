@@ -320,7 +320,9 @@ def comparison_table(df: pd.DataFrame, metrics=METRICS) -> str:
                 row.append(f"{float(v.iloc[0]):.3f}" if len(v) else "")
         lines.append(row)
     widths = [max(len(r[i]) for r in [head] + lines) for i in range(len(head))]
-    fmt = lambda r: "  ".join(c.rjust(w) for c, w in zip(r, widths))
+    def fmt(r):
+        return "  ".join(c.rjust(w) for c, w in zip(r, widths))
+
     return "\n".join([fmt(head)] + [fmt(r) for r in lines])
 
 

@@ -105,7 +105,9 @@ def _circle_fix(lab, o_t, o_lab, ukey, base, mc, mr, is_wire, width, length, tou
     sel = cut[k]
     x, y, k = x[sel] - mc[k[sel]], y[sel] - mr[k[sel]], k[sel]
     z = x * x + y * y
-    S = lambda v: np.bincount(k, v, n_obj)[cut]
+    def S(v):
+        return np.bincount(k, v, n_obj)[cut]
+
     M = np.stack([np.stack([S(x * x), S(x * y), S(x)], -1), np.stack([S(x * y), S(y * y), S(y)], -1),
                   np.stack([S(x), S(y), n_free[cut].astype(float)], -1)], 1)
     rhs = np.stack([S(x * z), S(y * z), S(z)], -1)
