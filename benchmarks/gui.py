@@ -7,7 +7,8 @@ chunks except the frames with objects painted in). Then times, in one run:
 
 * ``first frame``: ``MainWindow(folder)`` until the first frame has been painted;
 * ``scrub``: ``model.set_frame(i)`` + repaint for random frames (median, p95);
-* ``stroke``: one brush correction (journal entry, replay, kinetics refit, tables rewritten);
+* ``stroke``: one brush correction, until it is on screen (GUI thread: journal entry and preview)
+  and until the background replay (kinetics refit, tables rewritten) has updated the tables;
 * the baseline: ``ImageItem.setImage`` of an in-memory frame + repaint, the floor for any viewer.
 
 Targets (shared/DESIGN.md): first frame < 2 s, scrubbing < 50 ms per frame.
@@ -145,14 +146,20 @@ def main(argv=None) -> int:
     warm = np.asarray(warm) * 1e3
 
     # -- a correction: one brush stroke (journal entry + replay of the journal + every table rewritten)
+    # the GUI thread is busy until the stroke is on screen; the replay then runs in the background
     win.model.set_frame(0)
-    stroke = []
+    stroke, replay = [], []
     for k in range(3):
         t0 = time.perf_counter()
         win.model.paint([(40.0 + k, 50.0)], cls=1, radius=3.0)
         app.processEvents()
+        win.video.glw.viewport().repaint()
         stroke.append(time.perf_counter() - t0)
-    stroke = np.asarray(stroke) * 1e3
+        while win.model.busy:
+            app.processEvents()
+            time.sleep(0.002)
+        replay.append(time.perf_counter() - t0)
+    stroke, replay = np.asarray(stroke) * 1e3, np.asarray(replay) * 1e3
 
     # -- baseline: a bare ImageItem showing in-memory frames
     glw = pg.GraphicsLayoutWidget()
@@ -176,7 +183,8 @@ def main(argv=None) -> int:
            "scrub_warm_median_ms": round(float(np.median(warm)), 2),
            "baseline_setImage_median_ms": round(float(np.median(base)), 2),
            "ratio_scrub_to_baseline": round(float(np.median(lat) / np.median(base)), 1),
-           "stroke_median_ms": round(float(np.median(stroke)), 1),
+           "stroke_on_screen_median_ms": round(float(np.median(stroke)), 1),
+           "stroke_tables_updated_median_ms": round(float(np.median(replay)), 1),
            "target_first_frame_s": 2.0, "target_scrub_ms": 50.0}
     if args.json:
         print(json.dumps(res))
@@ -189,8 +197,9 @@ def main(argv=None) -> int:
         print(f"scrub, cached frames     median {res['scrub_warm_median_ms']:.1f} ms")
         print(f"baseline ImageItem.setImage of an in-memory frame: median {res['baseline_setImage_median_ms']:.2f} ms")
         print(f"ratio scrub / baseline   {res['ratio_scrub_to_baseline']:.1f}×")
-        print(f"brush stroke             median {res['stroke_median_ms']:.0f} ms (journal, replay, kinetics of "
-              f"{3 * args.frames} objects, tables rewritten; in the GUI thread)")
+        print(f"brush stroke on screen   median {res['stroke_on_screen_median_ms']:.0f} ms (GUI thread: journal + "
+              f"preview); tables updated after {res['stroke_tables_updated_median_ms']:.0f} ms (background replay: "
+              f"kinetics of {3 * args.frames} objects, tables rewritten)")
     win.close()
     glw.close()
     if tmp is not None:

@@ -61,6 +61,11 @@ def _free_point(model, r=5):
     return float(xs[len(xs) // 2]), float(ys[len(ys) // 2])
 
 
+def _settled(qtbot, m):
+    """Wait for the window's background journal replay (the GUI thread keeps running meanwhile)."""
+    qtbot.waitUntil(lambda: not m.busy, timeout=20000)
+
+
 def test_model_without_qt(folder):
     from tem_operando_gui.models import ReviewModel, review_queue
 
@@ -77,6 +82,42 @@ def test_model_without_qt(folder):
     import tem_operando_gui.models as mm
 
     assert "qtpy" not in mm.__dict__ and "QtCore" not in mm.__dict__
+
+
+def test_corrections_replay_in_the_background_and_coalesce(folder):
+    """With ``post`` (the window's hand-off to the GUI thread) a stroke is journaled and shown at
+    once; the replay runs in a thread, strokes made meanwhile are replayed together, and the end
+    state is the same as a synchronous replay of the journal."""
+    from tem_operando_gui.models import ReviewModel
+
+    posted = []
+    m = ReviewModel(folder, post=posted.append)  # a stand-in event loop: callables queue up here
+    reloads = []
+    m.tables_changed.connect(lambda: reloads.append(1))
+    m.set_frame(3)
+    x, y = _free_point(m)
+    tables_before = {k: v.copy() for k, v in m.tables.items()}
+    m.paint([(x, y)], cls=2, radius=4)
+    assert m.busy and m.masks()[0][int(y), int(x)] == 2  # shown before the replay has ended
+    m.erase([(x, y)], radius=6)
+    assert m.masks()[0][int(y), int(x)] == 0
+    m.paint([(x, y)], cls=1, radius=3)
+    assert m.masks()[0][int(y), int(x)] == 1
+    assert [e["kind"] for e in m.store.corrections()] == ["paint", "paint", "paint"]
+    assert not reloads and m.tables["objects"].equals(tables_before["objects"])  # nothing loaded behind the GUI's back
+    assert m.wait_idle(timeout_s=60)
+    assert not m.busy and len(reloads) == 1
+    for fn in posted:  # the queued hand-offs arrive late: nothing loads twice
+        fn()
+    assert len(reloads) == 1
+    assert m.masks()[0][int(y), int(x)] == 1
+    n_objects = len(m.tables["objects"].query("frame == 3"))
+    tracks = m.store.path("tracks.csv").read_bytes()
+    corr.recompute(ResultStore(folder))  # a fresh synchronous replay of the same journal
+    assert m.store.path("tracks.csv").read_bytes() == tracks
+    assert len(ResultStore(folder).read_table("objects").query("frame == 3")) == n_objects
+    assert m.corrected_frames() == [3]
+    m.close()
 
 
 def test_open_play_paint_merge_relabel_undo(window, qtbot, folder):
@@ -101,6 +142,8 @@ def test_open_play_paint_merge_relabel_undo(window, qtbot, folder):
     window.video.stroke_finish()
     j = list(store.corrections())
     assert [e["kind"] for e in j] == ["paint"] and j[0]["frame"] == 4 and j[0]["cls"] == 2
+    assert m.masks()[0][int(y), int(x)] == 2  # on screen at once; the tables follow from a background replay
+    _settled(qtbot, m)
     assert len(store.read_table("objects").query("frame == 4")) == n_here + 1
     assert m.masks()[0][int(y), int(x)] == 2
     n_tracks = len(store.read_table("tracks"))
@@ -110,6 +153,7 @@ def test_open_play_paint_merge_relabel_undo(window, qtbot, folder):
     m.select(a)
     window.tools.merge_with.setValue(b)
     window.tools.merge_btn.click()
+    _settled(qtbot, m)
     ids = set(store.read_table("tracks")["track_id"])
     assert a in ids and b not in ids
     assert window.tracks.dfm.rowCount() == len(ids)
@@ -118,11 +162,13 @@ def test_open_play_paint_merge_relabel_undo(window, qtbot, folder):
     f = int(ph["frame"].iloc[0])
     other = [c[5:] for c in ph.columns if c.startswith("frac_") and c[5:] != ph["best_phase"].iloc[0]][0]
     m.relabel_phase(other, frame=f)
+    _settled(qtbot, m)
     assert store.read_table("phases").set_index("frame").loc[f, "best_phase"] == other
     # undo (Ctrl+Z) twice: the relabel and the merge go; the paint stays
     qtbot.keyClick(window, "z", modifier=__import__("qtpy").QtCore.Qt.KeyboardModifier.ControlModifier)
     qtbot.waitUntil(lambda: [e["kind"] for e in store.corrections()][-1] == "undo", timeout=3000)
     m.undo()
+    _settled(qtbot, m)
     assert store.read_table("phases").set_index("frame").loc[f, "best_phase"] == ph.set_index("frame").loc[f, "best_phase"]
     assert b in set(store.read_table("tracks")["track_id"])
     assert len(store.read_table("tracks")) == n_tracks
@@ -246,6 +292,7 @@ def test_retrain_button_fine_tunes_then_reprocesses_keeping_corrections(window, 
     m.set_frame(4)
     x, y = _free_point(m)
     m.paint([(x, y), (x + 2, y)], cls=2, radius=4)
+    _settled(qtbot, m)
     assert window.tools.retrain_btn.isEnabled() and "1 frame corrected" in window.tools.corrected_label.text()
     window.retrain("my-material", options=_tiny_retrain())
     steps = []

@@ -31,6 +31,22 @@ def prewarm() -> None:
         threading.Thread(target=lambda: __import__("tem_operando.io"), daemon=True).start()
 
 
+class _Invoker(QtCore.QObject):
+    """Runs callables posted from any thread in the thread this object lives in (the GUI thread)."""
+
+    call = QtCore.Signal(object)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.call.connect(self._run, QtCore.Qt.ConnectionType.QueuedConnection)
+
+    def _run(self, fn) -> None:
+        fn()
+
+    def post(self, fn) -> None:
+        self.call.emit(fn)
+
+
 class MainWindow(QtWidgets.QMainWindow):
     """Review-and-correct window. ``MainWindow(path)`` opens a results folder or a recording."""
 
@@ -42,6 +58,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.ask = ask
         self.model: ReviewModel | None = None
         self.worker = None
+        self._invoker = _Invoker(self)
+        self.replay_label = QtWidgets.QLabel("")
         self.setWindowTitle("tem-operando")
         self.resize(1500, 920)
         geo = self.settings.value("geometry")
@@ -49,6 +67,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.restoreGeometry(geo)
         self.progress = QtWidgets.QProgressBar(maximumWidth=260)
         self.progress.hide()
+        self.statusBar().addPermanentWidget(self.replay_label)
         self.statusBar().addPermanentWidget(self.progress)
         self.cancel_btn = QtWidgets.QPushButton("Cancel training")
         self.cancel_btn.clicked.connect(lambda: self.worker is not None and hasattr(self.worker, "cancel")
@@ -186,7 +205,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self.removeDockWidget(d)
             d.deleteLater()
         self._docks = []
-        m = self.model = ReviewModel(folder)
+        m = self.model = ReviewModel(folder, post=self._invoker.post)
+        m.busy_changed.connect(lambda on: self.replay_label.setText("applying corrections …" if on else ""))
         self.settings.setValue("last_dir", str(Path(folder).parent))
         self.setWindowTitle(f"tem-operando — {Path(folder).name}")
         m.message.connect(lambda s: self.statusBar().showMessage(s, 5000))
@@ -242,7 +262,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if state is not None:
             self.restoreState(state)
         m.tool_changed.connect(lambda t: self.statusBar().showMessage(f"tool: {t}", 3000))
-        m.journal_changed.connect(lambda: self.statusBar().showMessage("correction journaled and applied", 3000))
+        m.journal_changed.connect(lambda: self.statusBar().showMessage("correction journaled", 3000))
         n = len(m.tables["tracks"])
         self.statusBar().showMessage(f"{folder}: {m.n_frames} frames, {n} tracks", 5000)
 
@@ -279,6 +299,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.statusBar().showMessage("a job is already running", 4000)
             return
         out = user_models_dir() / (name if name.endswith(".pt") else name + ".pt")
+        self.model.wait_idle()  # the corrected masks on disk include the last stroke
         self._reprocess_after = reprocess
         self._retrain_folder = str(self.model.store.folder)
         self.worker = RetrainWorker([self._retrain_folder], str(out), options, parent=self)

@@ -16,11 +16,13 @@ from .overlays import compose
 
 def export_annotations(model: ReviewModel, out_dir: str | Path, frames: Sequence[int] | None = None) -> Path:
     """The corrected frames as an annotation set ``tem-operando train --data`` reads."""
+    model.wait_idle()  # the corrected masks on disk include the last correction
     return corr.export_annotation_set(model.store, out_dir, frames)
 
 
 def export_tables(model: ReviewModel, out_dir: str | Path) -> list[Path]:
     """Copy the (corrected) tables as CSV into ``out_dir``."""
+    model.wait_idle()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     done = []

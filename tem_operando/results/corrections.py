@@ -152,8 +152,13 @@ def _check_frame(store: ResultStore, frame: int) -> int:
 
 
 def _track_ids(store: ResultStore) -> set[int]:
-    ob = store.read_table("objects")
-    return set(int(t) for t in ob["track_id"].dropna().unique())
+    """Track ids in objects.csv (only that column is parsed: the table can have 10⁵ rows)."""
+    p = store.path("objects.csv")
+    try:
+        ids = pd.read_csv(p, usecols=["track_id"])["track_id"] if p.is_file() else pd.Series([], dtype=float)
+    except (pd.errors.EmptyDataError, ValueError):  # empty file, or no track_id column yet
+        ids = store.read_table("objects")["track_id"]
+    return set(int(t) for t in ids.dropna().unique())
 
 
 def _check_track(store: ResultStore, track_id: int) -> int:
