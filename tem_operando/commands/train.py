@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch", type=int, default=12, metavar="B", help="crops per step (default 12)")
     g.add_argument("--crop", type=int, default=128, metavar="PX", help="crop size, px (default 128)")
     g.add_argument("--lr", type=positive(float), default=None, metavar="LR",
-                   help="peak learning rate (default 3e-3, 5e-4 when fine-tuning)")
+                   help="peak learning rate (default 3e-3, 1e-3 when fine-tuning)")
     g.add_argument("--width", type=int, default=16, help="network width (from scratch only; default 16)")
     g.add_argument("--depth", type=int, default=4, help="network depth (from scratch only; default 4)")
     g.add_argument("--blocks", type=int, default=2, help="blocks per level (from scratch only; default 2)")

@@ -43,7 +43,7 @@ class RetrainOptions:
     steps_per_epoch: int | None = None  #: default 100 when fine-tuning, else 200
     batch: int = 12  #: crops per step
     crop: int = 128  #: crop size, px
-    lr: float | None = None  #: peak learning rate (default 5e-4 fine-tuning, 3e-3 from scratch)
+    lr: float | None = None  #: peak learning rate (default 1e-3 fine-tuning, 3e-3 from scratch)
     seed: int = 0
     threads: int = 2  #: CPU threads
     val_fraction: float = 0.05
@@ -192,7 +192,7 @@ def retrain(data: Sequence[str | os.PathLike], out: str | os.PathLike, options: 
     if mix_info:
         extra["synthetic_mix"] = mix_info
     cfg = TrainConfig(epochs=epochs, steps_per_epoch=steps, batch=o.batch, crop=o.crop,
-                      lr=o.lr or (5e-4 if fine else 3e-3), seed=o.seed, val_fraction=o.val_fraction,
+                      lr=o.lr or (1e-3 if fine else 3e-3), seed=o.seed, val_fraction=o.val_fraction,
                       width=o.width, depth=o.depth, blocks=o.blocks, threads=o.threads,
                       name=out.stem, init=init, extra=extra, distill=o.distill, calibrate=o.calibrate)
     calibration = None
