@@ -1,0 +1,112 @@
+"""Experiment (issue 4): segnet-s v2 with the registered first frame as a second input channel.
+
+The shipped network outlines a swelling particle's dark pristine core and misses its thin, light
+reacted shell, so widths lag and then jump. Here the session's first frame (before the reaction),
+shifted by the true drift onto each frame, is given as a second channel. The new stem weights start
+at zero, so the network starts out exactly as segnet-s v2 and learns what the reference adds.
+Results and how to read them: ``models/experiments/README.md``.
+
+    python models/experiments/reference_channel_train.py OUT.pt STEPS   # ~4 min rendering + ~0.2 s/step
+    python models/experiments/reference_channel_eval.py OUT.pt
+
+Needs ~9 GB of RAM for the 7,800 rendered frames (two float16 channels of 256×256 each).
+"""
+
+import sys
+import time
+
+import numpy as np
+import torch
+from scipy import ndimage as ndi
+
+from tem_operando.segment import default_model_path
+from tem_operando.segment import train as T
+from tem_operando.segment.datasets import synthetic_frames
+from tem_operando.segment.modelfile import build_from_file, load_model_file
+from tem_operando.segment.network import SegNet
+from tem_operando.segment.normalise import normalise
+
+CROP, BATCH, LR = 192, 7, 1e-3
+
+
+def render(seeds, n_frames, **kw):
+    """Frames as (n, 2, Y, X) float16 [frame, registered first frame], classes, instances."""
+    xs, cs, ins = [], [], []
+    for sd in seeds:
+        fs, s = synthetic_frames(sd, n_frames, **kw)
+        ft = s.frame_table
+        dx = ft["drift_x_nm"].to_numpy() / s.nm_per_px  # how far the sample moved since frame 0, px
+        dy = ft["drift_y_nm"].to_numpy() / s.nm_per_px
+        xn = normalise(fs.frames)
+        for i in range(n_frames):
+            ref = ndi.shift(xn[0], (dy[i] - dy[0], dx[i] - dx[0]), order=1, mode="nearest")
+            xs.append(np.stack([xn[i], ref]).astype(np.float16))
+            cs.append(fs.classes[i])
+            ins.append(fs.instances[i])
+    return xs, cs, ins
+
+
+def two_channel_from_v2():
+    """SegNet(in_channels=2) with v2's weights; the reference's stem weights are zero."""
+    obj = load_model_file(str(default_model_path()))
+    base = build_from_file(obj, "segnet-s")
+    cfg = obj["config"]
+    model = SegNet(int(cfg["width"]), int(cfg["depth"]), int(cfg["blocks"]), in_channels=2)
+    state = model.state_dict()
+    for k, v in base.state_dict().items():
+        if state[k].shape == v.shape:
+            state[k] = v
+        else:  # the stem conv sees 4·in_channels unshuffled channels, frame's first
+            w = torch.zeros_like(state[k])
+            w[:, : v.shape[1]] = v
+            state[k] = w
+    model.load_state_dict(state)
+    return model, obj.get("class_bias")
+
+
+def main(out: str, steps: int) -> None:
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    t0 = time.time()
+    parts = [render(range(2000, 2300), 12, scene="particles"), render(range(2300, 2500), 12),
+             render(range(0, 300), 6)]
+    x_all = np.stack([a for p in parts for a in p[0]])
+    cls_all = np.stack([a for p in parts for a in p[1]])
+    inst_all = np.stack([a for p in parts for a in p[2]])
+    print(f"data {x_all.shape} in {time.time() - t0:.0f} s", flush=True)
+    model, class_bias = two_channel_from_v2()
+    model.train()
+    for mod in model.modules():  # keep v2's normalisation statistics, as fine-tuning does
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.eval()
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=steps, pct_start=0.05)
+    rng = np.random.default_rng(0)
+    size = x_all.shape[-1]
+    for step in range(steps):
+        xs, cs, bs = [], [], []
+        for i in rng.integers(0, len(x_all), BATCH):
+            y0, x0 = rng.integers(0, size - CROP + 1, 2)
+            sl = (slice(y0, y0 + CROP), slice(x0, x0 + CROP))
+            x = x_all[i][(slice(None), *sl)].astype(np.float32)
+            c, b = cls_all[i][sl], T.boundary_target(inst_all[i][sl], 2)
+            k = int(rng.integers(4))
+            x, c, b = np.rot90(x, k, axes=(1, 2)), np.rot90(c, k), np.rot90(b, k)
+            x = x * rng.uniform(0.8, 1.25) + rng.uniform(-0.15, 0.15)
+            xs.append(np.ascontiguousarray(x))
+            cs.append(np.ascontiguousarray(c).astype(np.int64))
+            bs.append(np.ascontiguousarray(b).astype(np.float32))
+        loss = T.loss_fn(model(torch.from_numpy(np.stack(xs))), torch.from_numpy(np.stack(cs)),
+                         torch.from_numpy(np.stack(bs)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 200 == 0:
+            print(step, round(loss.item(), 4), f"{time.time() - t0:.0f} s", flush=True)
+    torch.save({"state": model.state_dict(), "config": model.config, "class_bias": class_bias}, out)
+    print("done", round(time.time() - t0), "s", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]))
