@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     import torch
 
     from tem_operando.segment import load_segmenter
-    from tem_operando.segment.normalise import normalise
+    from tem_operando.segment.reference import network_input
 
     torch.set_num_threads(args.threads)
     eager = load_segmenter(args.model, optimise="eager", batch=args.batch)
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     print(f"{'size':>8} {'what':<34} {'frames/s':>9} {'vs eager':>9}")
     for size in (int(s) for s in args.sizes.split(",")):
         frames = _frames(size, args.frames)
-        xn = normalise(frames)
+        xn = network_input(frames, frames[0], opt.in_channels)
         rows = [
             ("network eager, forward only", lambda f, xn=xn: eager.logits(xn[: len(f)])),
             ("network optimised, forward only", lambda f, xn=xn: opt.logits(xn[: len(f)])),

@@ -77,7 +77,7 @@ def test_tiling_matches_untiled(tiny_model, small_data):
     tiled = _seg(tiny_model, tile=96, overlap=48)
     from tem_operando.segment.normalise import normalise
 
-    xn = normalise(frames)
+    xn = normalise(frames)[:, None]
     a, b = whole.logits(xn), tiled.logits(xn)
     assert a.shape == b.shape
     # blended tiles reproduce the whole-frame logits closely: no seams

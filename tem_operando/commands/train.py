@@ -34,6 +34,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--width", type=int, default=16, help="network width (from scratch only; default 16)")
     g.add_argument("--depth", type=int, default=4, help="network depth (from scratch only; default 4)")
     g.add_argument("--blocks", type=int, default=2, help="blocks per level (from scratch only; default 2)")
+    g.add_argument("--in-channels", type=int, choices=(1, 2), default=None,
+                   help="2: the network also sees the recording's first image frame registered onto each frame "
+                        "(better on thin reacted shells; fine-tuning a 1-channel model adds that input at zero "
+                        "weight); 1: the frame alone (default: the starting model's, 1 from scratch)")
     g.add_argument("--threads", type=int, default=2, metavar="N", help="CPU threads (default 2)")
     g.add_argument("--val-fraction", type=float, default=0.05, help="share of sessions held out for validation")
     g.add_argument("--max-frames-per-recording", type=int, default=None, metavar="N",
@@ -53,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     opts = RetrainOptions(init=args.init, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
                           batch=args.batch, crop=args.crop, lr=args.lr, seed=args.seed, threads=args.threads,
                           val_fraction=args.val_fraction, width=args.width, depth=args.depth,
-                          blocks=args.blocks, synthetic_sessions=args.synthetic,
+                          blocks=args.blocks, in_channels=args.in_channels or 0, synthetic_sessions=args.synthetic,
                           synthetic_share=args.synthetic_share,
                           max_frames_per_recording=args.max_frames_per_recording, restart=args.restart)
     retrain(args.data, args.out, opts, progress=not args.no_progress)

@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__, schema
-from .._files import exclusive_folder, remove_stale_temporaries
+from .._files import atomic_write_text, exclusive_folder, remove_stale_temporaries
 from ..errors import CalibrationError, TemOperandoError
 from ..results import MASKS, ResultStore
-from .chunks import ChunkSpec, check_scheduler, chunk_ranges, clear_work, gather, is_done, run_chunks
+from .chunks import WORK, ChunkSpec, check_scheduler, chunk_ranges, clear_work, gather, is_done, run_chunks
 from .context import cumulative_dose, log_at, read_log, sha256_of
 
 #: how many frames before a chunk its job looks back for the last image frame (drift anchor)
@@ -161,10 +161,64 @@ def _anchor(rec, start: int) -> tuple[int, np.ndarray] | None:
     return lo + k, chunk.frames[k]
 
 
+#: under ``.work/``: the absolute drift (px) of every image frame the drift pass has registered
+REFERENCE_DRIFT = "reference_drift.csv"
+
+
+def _register_chunk(rec, frames: np.ndarray, start: int) -> tuple[tuple[int, np.ndarray] | None, np.ndarray]:
+    """Drift (dx, dy) px of a chunk's image frames relative to its anchor, and the anchor."""
+    from ..track import estimate_drift
+
+    anchor = _anchor(rec, start)
+    stack = frames if anchor is None else np.concatenate([anchor[1][None], frames])
+    drift_px = estimate_drift(stack)
+    return anchor, (drift_px[1:] if anchor is not None else drift_px)
+
+
+def _drift_rows(index: np.ndarray, drift_px: np.ndarray, anchor, start: int) -> pd.DataFrame:
+    return pd.DataFrame({"frame": index, "drift_rel_x_px": drift_px[:, 0], "drift_rel_y_px": drift_px[:, 1],
+                         "anchor": -1 if anchor is None else anchor[0], "chunk_start": start})
+
+
+def drift_job(spec: ChunkSpec, start: int, stop: int) -> dict[str, Any]:
+    """The drift pass (runs before segmentation when the model wants a reference frame): each
+    chunk's image frames registered against its anchor, as the segmentation pass would."""
+    _single_blas_thread_in_workers()
+    t0 = time.perf_counter()
+    with _open(spec) as rec:
+        chunk = next(rec.iter_chunks(stop - start, start, stop, align=False))
+        img = chunk.mode == "image"
+        rows = pd.DataFrame(columns=["frame", "drift_rel_x_px", "drift_rel_y_px", "anchor", "chunk_start"])
+        if img.any():
+            anchor, drift_px = _register_chunk(rec, chunk.frames[img], start)
+            rows = _drift_rows(chunk.index[img], drift_px, anchor, start)
+    return {"image_frames": rows, "_stage_s": {"drift_pass_s": time.perf_counter() - t0}}
+
+
+def write_reference_drift(folder: Path, ranges) -> None:
+    """Chain the drift pass' chunks into the absolute drift of every image frame so far."""
+    drift = chain_drift(gather(folder, ranges, "image_frames", kind="drift"))
+    atomic_write_text(Path(folder) / WORK / REFERENCE_DRIFT, drift.to_csv(index=False, float_format="%.12g"))
+
+
+def _reference_frames(rec, spec: ChunkSpec, index: np.ndarray) -> np.ndarray:
+    """The recording's first image frame moved onto each of frames ``index`` by the drift pass' drift."""
+    from ..segment.reference import shift_reference
+
+    path = Path(spec.results_dir) / WORK / REFERENCE_DRIFT
+    drift = pd.read_csv(path).set_index("frame").sort_index()
+    missing = np.setdiff1d(index, drift.index.to_numpy())
+    if missing.size:
+        raise TemOperandoError(f"{path}: no drift for frames {missing[:5].tolist()}; the drift pass did not run")
+    first = int(drift.index[0])
+    d = drift.loc[index, ["drift_y_px", "drift_x_px"]].to_numpy(float) - drift.loc[first, ["drift_y_px", "drift_x_px"]].to_numpy(float)
+    return shift_reference(np.asarray(rec.frame(first), np.float32), d)
+
+
 def image_stage(rec, spec: ChunkSpec, frames: np.ndarray, index: np.ndarray, time_s: np.ndarray,
                 start: int) -> dict[str, Any]:
     """Segment, register and measure a chunk's image frames (positions relative to the anchor)."""
-    from ..track import estimate_drift, measure_objects
+    from ..track import measure_objects
 
     p = spec.params
     nm = rec.nm_per_px
@@ -173,11 +227,7 @@ def image_stage(rec, spec: ChunkSpec, frames: np.ndarray, index: np.ndarray, tim
                                "with --nm-per-px X")
     timings = {}
     t0 = time.perf_counter()
-    anchor = _anchor(rec, start)
-    stack = frames if anchor is None else np.concatenate([anchor[1][None], frames])
-    drift_px = estimate_drift(stack)
-    if anchor is not None:
-        drift_px = drift_px[1:]
+    anchor, drift_px = _register_chunk(rec, frames, start)
     timings["drift_s"] = time.perf_counter() - t0
 
     nth = int(p.get("every_nth", 1))
@@ -188,7 +238,14 @@ def image_stage(rec, spec: ChunkSpec, frames: np.ndarray, index: np.ndarray, tim
     else:
         keep = np.ones(len(index), bool)
     t0 = time.perf_counter()
-    seg = get_segmenter(p.get("model"), p.get("device", "cpu")).predict(frames[keep])
+    segmenter = get_segmenter(p.get("model"), p.get("device", "cpu"))
+    if getattr(segmenter, "in_channels", 1) > 1:  # two-channel model: the first image frame, registered
+        t1 = time.perf_counter()
+        reference = _reference_frames(rec, spec, index[keep])
+        timings["reference_s"] = time.perf_counter() - t1
+        seg = segmenter.predict(frames[keep], reference=reference)
+    else:
+        seg = segmenter.predict(frames[keep])
     timings["segment_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -203,9 +260,9 @@ def image_stage(rec, spec: ChunkSpec, frames: np.ndarray, index: np.ndarray, tim
     timings["measure_s"] = time.perf_counter() - t0
     conf = np.full(len(index), np.nan)
     conf[keep] = seg.confidence
-    img_rows = pd.DataFrame({"frame": index, "analysed": keep, "confidence": conf,
-                             "drift_rel_x_px": drift_px[:, 0], "drift_rel_y_px": drift_px[:, 1],
-                             "anchor": -1 if anchor is None else anchor[0], "chunk_start": start})
+    img_rows = _drift_rows(index, drift_px, anchor, start)
+    img_rows.insert(1, "analysed", keep)
+    img_rows.insert(2, "confidence", conf)
     return {"objects": objects, "image_frames": img_rows, "_stage_s": timings}
 
 
@@ -552,8 +609,10 @@ def prepare(input_path: str | os.PathLike, out: str | os.PathLike, opts: Analyze
                                "--nm-per-px X")
     # every check that can fail runs before a previous run's results are touched
     model_name, model_sha = model_identity(model_file)
+    two_channel = False
     if info["modes"].get("image") or info["modes"].get("unknown"):
-        get_segmenter(model_file, opts.device)  # a model file that is not ours fails here
+        seg = get_segmenter(model_file, opts.device)  # a model file that is not ours fails here
+        two_channel = getattr(seg, "in_channels", 1) > 1  # it wants the first frame, registered: a drift pass
     analyzer, dfacts = prepare_diffraction(input_path, open_kwargs, info, opts, phase_names)
     folder.mkdir(parents=True, exist_ok=True)
     store = ResultStore(folder)
@@ -579,9 +638,32 @@ def prepare(input_path: str | os.PathLike, out: str | os.PathLike, opts: Analyze
         store.update_summary(profile_q_inv_nm=[float(v) for v in q_grid])
     store.open_masks(max_frames or info["frames"], tuple(info["frame_shape"]))
     spec = ChunkSpec(input_path=str(input_path.resolve()), results_dir=str(folder.resolve()), open_kwargs=open_kwargs,
-                     params={**params, "model": model_file, "phases": phase_names, "_diffraction": analyzer})
+                     params={**params, "model": model_file, "phases": phase_names, "_diffraction": analyzer,
+                             "_reference": two_channel})
     return Run(store=store, info=info, spec=spec, opts=opts, phase_names=phase_names, t_start=t_start,
                input_hash=input_hash)
+
+
+def run_passes(run: Run, ranges: list[tuple[int, int]], *, all_ranges: list[tuple[int, int]] | None = None,
+               on_done: Callable[[dict], None] | None = None) -> list[dict]:
+    """Run the chunk jobs of ``ranges`` (not yet done) with the run's scheduler.
+
+    A two-channel model first gets a drift pass: every chunk of ``all_ranges`` (default
+    ``ranges``: the recording so far) registered and chained, so each segmentation chunk can move the
+    recording's first image frame onto its frames by the pipeline's own drift — frame-to-frame
+    registration that stays right while the sample changes, where registering a late frame
+    directly against the first one does not.
+    """
+    o, spec = run.opts, run.spec
+    records: list[dict] = []
+    with single_blas():
+        if spec.params.get("_reference"):
+            every = list(all_ranges if all_ranges is not None else ranges)
+            records += run_chunks(drift_job, replace(spec, kind="drift"), every, scheduler=o.scheduler,
+                                  workers=o.workers)
+            write_reference_drift(run.store.folder, every)
+        records += run_chunks(chunk_job, spec, ranges, scheduler=o.scheduler, workers=o.workers, on_done=on_done)
+    return records
 
 
 def complete(run: Run, ranges: list[tuple[int, int]], records: list[dict], *, report: bool = True,
@@ -670,7 +752,5 @@ def _analyze(input_path, out, opts: AnalyzeOptions, *, resume: bool, progress, r
     if progress:
         progress(done[0], n)
     t0 = time.perf_counter()
-    with single_blas():
-        records = run_chunks(chunk_job, run.spec, ranges, scheduler=opts.scheduler, workers=opts.workers,
-                             on_done=on_done)
+    records = run_passes(run, ranges, on_done=on_done)
     return complete(run, ranges, records, report=report, extra={"chunks_wall_s": time.perf_counter() - t0})

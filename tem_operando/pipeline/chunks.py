@@ -37,6 +37,8 @@ class ChunkSpec:
     results_dir: str
     open_kwargs: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
+    #: the pass the chunks belong to: their outputs go to ``.work/<kind>_<start>_<stop>/``
+    kind: str = "chunk"
 
 
 def chunk_ranges(n_frames: int, chunk_frames: int, start: int = 0) -> list[tuple[int, int]]:
@@ -46,17 +48,18 @@ def chunk_ranges(n_frames: int, chunk_frames: int, start: int = 0) -> list[tuple
     return [(s, min(n_frames, s + chunk_frames)) for s in range(start, n_frames, chunk_frames)]
 
 
-def _chunk_dir(results_dir: Path, start: int, stop: int) -> Path:
-    return Path(results_dir) / WORK / f"chunk_{start:09d}_{stop:09d}"
+def _chunk_dir(results_dir: Path, start: int, stop: int, kind: str = "chunk") -> Path:
+    return Path(results_dir) / WORK / f"{kind}_{start:09d}_{stop:09d}"
 
 
-def is_done(results_dir: Path, start: int, stop: int) -> bool:
-    return (_chunk_dir(results_dir, start, stop) / "done.json").is_file()
+def is_done(results_dir: Path, start: int, stop: int, kind: str = "chunk") -> bool:
+    return (_chunk_dir(results_dir, start, stop, kind) / "done.json").is_file()
 
 
-def save_chunk(results_dir: Path, start: int, stop: int, out: dict[str, Any], meta: dict | None = None) -> None:
+def save_chunk(results_dir: Path, start: int, stop: int, out: dict[str, Any], meta: dict | None = None,
+               kind: str = "chunk") -> None:
     """Save a chunk's tables (DataFrames as CSV, arrays as .npy) atomically with a done-marker."""
-    final = _chunk_dir(results_dir, start, stop)
+    final = _chunk_dir(results_dir, start, stop, kind)
     tmp = final.with_name(final.name + f".tmp{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -81,8 +84,8 @@ def save_chunk(results_dir: Path, start: int, stop: int, out: dict[str, Any], me
     os.replace(tmp, final)
 
 
-def load_chunk(results_dir: Path, start: int, stop: int) -> dict[str, Any]:
-    d = _chunk_dir(results_dir, start, stop)
+def load_chunk(results_dir: Path, start: int, stop: int, kind: str = "chunk") -> dict[str, Any]:
+    d = _chunk_dir(results_dir, start, stop, kind)
     with open(d / "done.json", encoding="utf-8") as fh:
         meta = json.load(fh)
     out: dict[str, Any] = {"_meta": meta}
@@ -95,12 +98,12 @@ def load_chunk(results_dir: Path, start: int, stop: int) -> dict[str, Any]:
     return out
 
 
-def gather(results_dir: Path, ranges: Iterable[tuple[int, int]], key: str) -> pd.DataFrame:
-    """Concatenate table ``key`` of every finished chunk, in frame order."""
+def gather(results_dir: Path, ranges: Iterable[tuple[int, int]], key: str, kind: str = "chunk") -> pd.DataFrame:
+    """Concatenate table ``key`` of every finished chunk (of pass ``kind``), in frame order."""
     frames = []
     for s, e in ranges:
-        if is_done(results_dir, s, e):
-            t = load_chunk(results_dir, s, e).get(key)
+        if is_done(results_dir, s, e, kind):
+            t = load_chunk(results_dir, s, e, kind).get(key)
             if isinstance(t, pd.DataFrame) and len(t.columns):
                 frames.append(t)
     frames = [f for f in frames if len(f)]
@@ -163,7 +166,7 @@ def _run_and_save(job: Callable, spec: ChunkSpec, start: int, stop: int) -> dict
     t0 = time.perf_counter()
     out = job(spec, start, stop)
     elapsed = time.perf_counter() - t0
-    save_chunk(Path(spec.results_dir), start, stop, out, {"elapsed_s": elapsed})
+    save_chunk(Path(spec.results_dir), start, stop, out, {"elapsed_s": elapsed}, spec.kind)
     stage_s = out.get("_stage_s")
     del out
     release_memory()
@@ -222,7 +225,7 @@ def run_chunks(job: Callable[[ChunkSpec, int, int], dict], spec: ChunkSpec, rang
     on_done : callable, optional
         Called with each chunk's record as it finishes (progress bars).
     """
-    todo = [(s, e) for s, e in ranges if not is_done(Path(spec.results_dir), s, e)]
+    todo = [(s, e) for s, e in ranges if not is_done(Path(spec.results_dir), s, e, spec.kind)]
     records: list[dict] = []
     if not todo:
         return records
@@ -237,7 +240,7 @@ def run_chunks(job: Callable[[ChunkSpec, int, int], dict], spec: ChunkSpec, rang
         import dask
         from dask.callbacks import Callback
 
-        tasks = [dask.delayed(_run_and_save, pure=False)(job, spec, s, e, dask_key_name=f"chunk-{s}-{e}")
+        tasks = [dask.delayed(_run_and_save, pure=False)(job, spec, s, e, dask_key_name=f"{spec.kind}-{s}-{e}")
                  for s, e in todo]
 
         class _Progress(Callback):
@@ -251,7 +254,7 @@ def run_chunks(job: Callable[[ChunkSpec, int, int], dict], spec: ChunkSpec, rang
     from distributed import Client, as_completed
 
     with Client(scheduler, timeout="30s") as client:
-        futures = [client.submit(_run_and_save, job, spec, s, e, key=f"tem-operando-{Path(spec.results_dir).name}-{s}-{e}",
+        futures = [client.submit(_run_and_save, job, spec, s, e, key=f"tem-operando-{Path(spec.results_dir).name}-{spec.kind}-{s}-{e}",
                                  pure=False, retries=2) for s, e in todo]
         for fut in as_completed(futures):
             rec = fut.result()

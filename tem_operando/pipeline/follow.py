@@ -19,8 +19,7 @@ import numpy as np
 
 from .._files import exclusive_folder
 from ..errors import RecordingError
-from .analyze import AnalyzeOptions, Run, chunk_job, complete, prepare
-from .chunks import run_chunks
+from .analyze import AnalyzeOptions, Run, complete, prepare, run_passes
 
 
 def _frames_available(path: Path, open_kwargs: dict) -> int:
@@ -109,7 +108,7 @@ def _follow(path: Path, out, opts: AnalyzeOptions, *, timeout_s: float, poll_s: 
                     run.spec.params["_diffraction"] = analyzer
                     run.store.update_summary(**facts)
             arrived = _newest_mtime(path)
-            records += run_chunks(chunk_job, run.spec, new, scheduler=opts.scheduler, workers=opts.workers)
+            records += run_passes(run, new, all_ranges=ranges + new)
             latencies.append(max(0.0, time.time() - arrived))
             ranges += new
             done_to = stop

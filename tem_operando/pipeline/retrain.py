@@ -50,6 +50,9 @@ class RetrainOptions:
     width: int = 16  #: network shape (from scratch only)
     depth: int = 4
     blocks: int = 2
+    #: 2: give the network the recording's first image frame beside each frame (a 1-channel
+    #: starting model gets the new input at zero weight); 1: the frame alone; 0: the starting model's
+    in_channels: int = 0
     synthetic_sessions: int | None = None  #: None: DEFAULT_SYNTHETIC_SESSIONS with user frames, else 0
     synthetic_frames: int = 2  #: frames per synthetic session
     synthetic_share: float = 0.4  #: share of the crops drawn from the synthetic mix
@@ -193,7 +196,7 @@ def retrain(data: Sequence[str | os.PathLike], out: str | os.PathLike, options: 
         extra["synthetic_mix"] = mix_info
     cfg = TrainConfig(epochs=epochs, steps_per_epoch=steps, batch=o.batch, crop=o.crop,
                       lr=o.lr or (1e-3 if fine else 3e-3), seed=o.seed, val_fraction=o.val_fraction,
-                      width=o.width, depth=o.depth, blocks=o.blocks, threads=o.threads,
+                      width=o.width, depth=o.depth, blocks=o.blocks, in_channels=o.in_channels, threads=o.threads,
                       name=out.stem, init=init, extra=extra, distill=o.distill, calibrate=o.calibrate)
     calibration = None
     if o.calibrate is None and user_frames and fine and o.calibration_sessions > 0:

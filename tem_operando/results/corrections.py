@@ -997,6 +997,9 @@ def export_annotation_set(store: ResultStore, out_dir: str | os.PathLike, frames
             imgs.append(np.asarray(rec.frame(f), np.float32))
             cls.append(c)
             ins.append(i)
+        first = fr.index[fr["mode"] == "image"]
+        # the recording's first image frame: two-channel models see it beside each frame
+        reference = np.asarray(rec.frame(int(first[0])), np.float32) if len(first) else None
     entries = list(store.corrections())
     summary = store.read_summary()
     dose = fr.loc[frames, "dose_e_per_px"].to_numpy(float) if "dose_e_per_px" in fr else None
@@ -1010,8 +1013,10 @@ def export_annotation_set(store: ResultStore, out_dir: str | os.PathLike, frames
     # the format of datasets/README.md (``segment.datasets.load_annotation_set`` reads it); written
     # here because the results layer does not import the segmentation stage
     buf = io.BytesIO()
-    np.savez_compressed(buf, frames=np.stack(imgs), classes=np.stack(cls).astype(np.uint8),
-                        instances=np.stack(ins).astype(np.uint32))
+    arrays = dict(frames=np.stack(imgs), classes=np.stack(cls).astype(np.uint8), instances=np.stack(ins).astype(np.uint32))
+    if reference is not None:
+        arrays["reference"] = reference
+    np.savez_compressed(buf, **arrays)
     atomic_write_bytes(out / "frames.npz", buf.getvalue())
     info = {"format": ANNOTATION_FORMAT, "nm_per_px": float(rep.nm_per_px), "frame_index": frames,
             "provenance": prov}

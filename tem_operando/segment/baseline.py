@@ -99,8 +99,13 @@ class BaselineSegmenter:
         conf = float(np.mean(1 - np.exp(-2 * margin)))
         return classes, inst, conf
 
-    def predict(self, frames: np.ndarray, *, probabilities: bool = False) -> SegmentationResult:
-        """Segment frames (n, Y, X) or (Y, X) of counts; see :class:`SegmentationResult`."""
+    #: the baseline looks at each frame alone (a ``reference`` frame is accepted and not used)
+    in_channels = 1
+
+    def predict(self, frames: np.ndarray, *, reference: np.ndarray | None = None,
+                probabilities: bool = False) -> SegmentationResult:
+        """Segment frames (n, Y, X) or (Y, X) of counts; see :class:`SegmentationResult`.
+        ``reference`` is ignored (the network's two-channel models use it)."""
         a = np.asarray(frames)
         a = a[None] if a.ndim == 2 else a
         if a.ndim != 3:

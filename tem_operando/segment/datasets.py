@@ -26,6 +26,7 @@ import numpy as np
 
 from .._files import atomic_path
 from ..errors import TemOperandoError
+from .reference import register_reference
 
 #: seeds of held-apart evaluation sessions start here; training seeds stay below
 EVAL_SEED_OFFSET = 1_000_000
@@ -51,6 +52,9 @@ class FrameSet:
         Pixel size of each frame, nm/px.
     source : list of str
         Where each frame comes from (file or shard and frame index).
+    reference : ndarray, (n, Y, X), float32, or None
+        The session's first image frame (counts) moved onto each frame: the second input of
+        two-channel models (:mod:`.reference`). None: unknown (each frame is its own reference).
     """
 
     frames: np.ndarray
@@ -59,6 +63,7 @@ class FrameSet:
     dose: np.ndarray
     nm_per_px: np.ndarray
     source: list
+    reference: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
@@ -66,16 +71,29 @@ class FrameSet:
     def subset(self, idx) -> FrameSet:
         idx = np.asarray(idx, dtype=int)
         return FrameSet(self.frames[idx], self.classes[idx], self.instances[idx], self.dose[idx],
-                        self.nm_per_px[idx], [self.source[i] for i in idx])
+                        self.nm_per_px[idx], [self.source[i] for i in idx],
+                        None if self.reference is None else self.reference[idx])
+
+    def crop(self, sl: tuple[slice, slice]) -> FrameSet:
+        """The same frames cut to ``sl`` (rows, columns)."""
+        full = (slice(None), *sl)
+        return FrameSet(self.frames[full], self.classes[full], self.instances[full], self.dose, self.nm_per_px,
+                        self.source, None if self.reference is None else self.reference[full])
 
 
 def concat(sets: list[FrameSet]) -> FrameSet:
-    """Concatenate frame sets of the same frame shape."""
+    """Concatenate frame sets of the same frame shape.
+
+    When only some sets carry reference frames, the others' frames are their own reference.
+    """
     if not sets:
         raise TemOperandoError("no training frames were found in the given data")
+    ref = None
+    if any(s.reference is not None for s in sets):
+        ref = np.concatenate([s.reference if s.reference is not None else s.frames for s in sets]).astype(np.float32)
     return FrameSet(np.concatenate([s.frames for s in sets]), np.concatenate([s.classes for s in sets]),
                     np.concatenate([s.instances for s in sets]), np.concatenate([s.dose for s in sets]),
-                    np.concatenate([s.nm_per_px for s in sets]), [x for s in sets for x in s.source])
+                    np.concatenate([s.nm_per_px for s in sets]), [x for s in sets for x in s.source], ref)
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,10 +136,20 @@ def synthetic_frames(seed: int, n_frames: int = 6, *, dose: float | None = None,
     shape = kw.pop("shape")
     s = image_series(n_frames, shape, **kw)
     n = s.n_frames
-    fs = FrameSet(s.frames.astype(np.float32), s.classes.astype(np.uint8), s.instances.astype(np.uint32),
+    frames = s.frames.astype(np.float32)
+    fs = FrameSet(frames, s.classes.astype(np.uint8), s.instances.astype(np.uint32),
                   np.asarray(s.dose_e_per_px, float), np.full(n, s.nm_per_px),
-                  [f"synthetic seed {seed} frame {i}" for i in range(n)])
+                  [f"synthetic seed {seed} frame {i}" for i in range(n)],
+                  register_reference(frames, frames[0], shifts_px=true_shifts_px(s)) if n else None)
     return fs, s
+
+
+def true_shifts_px(session) -> np.ndarray:
+    """(dy, dx) px the sample moved from the first frame to each frame of a synthetic Session."""
+    ft = session.frame_table
+    dx = ft["drift_x_nm"].to_numpy(float) / session.nm_per_px
+    dy = ft["drift_y_nm"].to_numpy(float) / session.nm_per_px
+    return np.stack([dy - dy[0], dx - dx[0]], 1)
 
 
 def synthetic_mix(n_sessions: int, *, n_frames: int = 6, shape: tuple[int, int] = (256, 256),
@@ -179,7 +207,7 @@ def generate_shards(out: str | os.PathLike, seeds: range | list, *, n_frames: in
         with atomic_path(path, suffix=".npz") as tmp:
             np.savez(tmp, frames=fs.frames.astype(np.float16), classes=fs.classes,
                      instances=fs.instances.astype(np.uint16), dose=fs.dose, nm_per_px=fs.nm_per_px,
-                     seeds=np.repeat(chunk, n_frames))
+                     seeds=np.repeat(chunk, n_frames), reference=fs.reference.astype(np.float16))
         if progress:
             print(f"{path.name}: {len(fs)} frames", flush=True)
     return paths
@@ -191,8 +219,9 @@ def load_shards(paths: list[Path]) -> FrameSet:
     for p in paths:
         with np.load(p) as z:
             n = z["frames"].shape[0]
+            ref = z["reference"].astype(np.float32) if "reference" in z else None  # older shards: none
             sets.append(FrameSet(z["frames"].astype(np.float32), z["classes"], z["instances"].astype(np.uint32),
-                                 z["dose"], z["nm_per_px"], [f"{p.name}:{i}" for i in range(n)]))
+                                 z["dose"], z["nm_per_px"], [f"{p.name}:{i}" for i in range(n)], ref))
     return concat(sets)
 
 
@@ -226,11 +255,17 @@ def load_annotation_set(path: str | os.PathLike) -> FrameSet:
             frames = z["frames"].astype(np.float32)
             classes = z["classes"].astype(np.uint8)
             instances = z["instances"].astype(np.uint32) if "instances" in z else None
+            reference = z["reference"].astype(np.float32) if "reference" in z else None
     except (OSError, KeyError, ValueError) as exc:
         raise TemOperandoError(f"{path / 'frames.npz'}: cannot read frames/classes ({exc})") from None
     if frames.ndim != 3 or frames.shape != classes.shape:
         raise TemOperandoError(f"{path / 'frames.npz'}: frames {frames.shape} and classes {classes.shape} "
                                "must both be (n, Y, X)")
+    if reference is not None and reference.shape not in (frames.shape, frames.shape[1:]):
+        raise TemOperandoError(f"{path / 'frames.npz'}: reference {reference.shape} must be one frame "
+                               f"{frames.shape[1:]} or one per frame {frames.shape}")
+    if reference is not None and reference.ndim == 2:  # the recording's first image frame: move it onto each
+        reference = register_reference(frames, reference)
     if classes.max(initial=0) > 2:
         raise TemOperandoError(f"{path / 'frames.npz'}: classes must be 0, 1 or 2")
     if instances is None:
@@ -246,19 +281,25 @@ def load_annotation_set(path: str | os.PathLike) -> FrameSet:
         dose = np.full(n, dose[0])
     idx = info.get("frame_index", list(range(n)))
     return FrameSet(frames, classes, instances, dose, np.full(n, nm),
-                    [f"{path.name}:{i}" for i in idx])
+                    [f"{path.name}:{i}" for i in idx], reference)
 
 
 def write_annotation_set(path: str | os.PathLike, frames: np.ndarray, classes: np.ndarray,
                          instances: np.ndarray | None = None, *, nm_per_px: float,
                          provenance: dict | None = None, dose_e_per_px=None,
-                         frame_index=None) -> Path:
-    """Write an annotation set (the GUI's export; format in ``datasets/README.md``)."""
+                         frame_index=None, reference: np.ndarray | None = None) -> Path:
+    """Write an annotation set (the GUI's export; format in ``datasets/README.md``).
+
+    ``reference``, optional: the recording's first image frame (Y, X), or it moved onto each frame
+    (n, Y, X) (:func:`.reference.register_reference`), for two-channel models.
+    """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     arrays = dict(frames=np.asarray(frames, np.float32), classes=np.asarray(classes, np.uint8))
     if instances is not None:
         arrays["instances"] = np.asarray(instances, np.uint32)
+    if reference is not None:
+        arrays["reference"] = np.asarray(reference, np.float32)
     np.savez_compressed(path / "frames.npz", **arrays)
     n = arrays["frames"].shape[0]
     info = {"format": ANNOTATION_FORMAT, "nm_per_px": float(nm_per_px),
@@ -285,6 +326,16 @@ def load_synthetic_session(path: str | os.PathLike, max_frames: int | None = Non
         if max_frames is not None and idx.size > max_frames:
             idx = idx[np.linspace(0, idx.size - 1, max_frames).round().astype(int)]
         frames = np.stack([np.asarray(rec.frame(int(i)), np.float32) for i in idx])
+        first = int(np.flatnonzero(modes == "image")[0]) if idx.size else 0
+        shifts = None
+        if idx.size and {"drift_x_nm", "drift_y_nm"} <= set(truth.frames):  # the true drift places it
+            ft = truth.frames.set_index("frame") if "frame" in truth.frames else truth.frames
+            nm_px = float(truth.info.get("nm_per_px", math.nan))
+            d = ft[["drift_y_nm", "drift_x_nm"]].to_numpy(float) / nm_px
+            pos = {int(f): k for k, f in enumerate(ft.index)}
+            shifts = np.array([d[pos[int(i)]] - d[pos[first]] for i in idx])
+        reference = (register_reference(frames, np.asarray(rec.frame(first), np.float32), shifts_px=shifts)
+                     if idx.size else None)
     finally:
         rec.close()
     classes = np.asarray(truth.classes[...])[idx].astype(np.uint8)
@@ -293,7 +344,7 @@ def load_synthetic_session(path: str | os.PathLike, max_frames: int | None = Non
             else np.full(idx.size, math.nan))
     nm = float(truth.info.get("nm_per_px", math.nan))
     return FrameSet(frames, classes, instances, dose, np.full(idx.size, nm),
-                    [f"{Path(path).name}:{i}" for i in idx]), truth
+                    [f"{Path(path).name}:{i}" for i in idx], reference), truth
 
 
 def find_inputs(paths: list[str | os.PathLike]) -> list[tuple[str, Path]]:
@@ -353,8 +404,7 @@ def _common_shape(sets: list[FrameSet]) -> list[FrameSet]:
     for s in sets:
         y0 = (s.frames.shape[1] - ys) // 2
         x0 = (s.frames.shape[2] - xs) // 2
-        sl = (slice(None), slice(y0, y0 + ys), slice(x0, x0 + xs))
-        out.append(FrameSet(s.frames[sl], s.classes[sl], s.instances[sl], s.dose, s.nm_per_px, s.source))
+        out.append(s.crop((slice(y0, y0 + ys), slice(x0, x0 + xs))))
     return out
 
 

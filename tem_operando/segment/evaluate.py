@@ -46,6 +46,9 @@ class EvalItem:
         track_id, contact_x_nm, contact_y_nm, axis_angle_deg, width1_nm of every wire.
     fronts : ndarray, (n, n_wires)
         True front position of each wire in each frame, nm.
+    reference : ndarray, (Y, X) or (n, Y, X), or None
+        The recording's first image frame (counts), or it moved onto each frame: what two-channel
+        models are given beside each frame (:mod:`.reference`).
     """
 
     name: str
@@ -57,15 +60,22 @@ class EvalItem:
     drift_nm: np.ndarray
     wires: pd.DataFrame
     fronts: np.ndarray
+    reference: np.ndarray | None = None
 
 
 def item_from_session(session, name: str, dose_level: float | None = None, frames_idx=None) -> EvalItem:
     """An :class:`EvalItem` from an in-memory synthetic Session (image frames)."""
     idx = np.arange(session.n_frames) if frames_idx is None else np.asarray(frames_idx)
     ft = session.frame_table
-    return _item(name, session.frames[idx], session.classes[idx], session.instances[idx], session.nm_per_px,
+    item = _item(name, session.frames[idx], session.classes[idx], session.instances[idx], session.nm_per_px,
                  np.full(idx.size, dose_level if dose_level is not None else session.params.get("dose_e_per_px")),
                  ft, session.tracks, session.fronts, idx)
+    if session.n_frames:  # the first frame moved by the true drift (the pipeline places it by its own drift)
+        from .datasets import true_shifts_px
+        from .reference import register_reference
+
+        item.reference = register_reference(item.frames, session.frames[0], shifts_px=true_shifts_px(session)[idx])
+    return item
 
 
 def item_from_disk(path) -> EvalItem:
@@ -78,8 +88,10 @@ def item_from_disk(path) -> EvalItem:
     idx = np.array([int(s.rsplit(":", 1)[1]) for s in fs.source])
     level = truth.info.get("params", {}).get("dose_e_per_px") if isinstance(truth.info, dict) else None
     dose = np.full(idx.size, float(level)) if level else fs.dose
-    return _item(Path(path).name, fs.frames, fs.classes, fs.instances, float(fs.nm_per_px[0]), dose,
+    item = _item(Path(path).name, fs.frames, fs.classes, fs.instances, float(fs.nm_per_px[0]), dose,
                  truth.frames, truth.tracks, truth.fronts, idx)
+    item.reference = fs.reference
+    return item
 
 
 def _item(name, frames, classes, instances, nm, dose, frame_table, tracks, fronts, idx) -> EvalItem:
@@ -241,7 +253,8 @@ def evaluate(segmenters: dict, items: list[EvalItem], *, progress=None) -> pd.Da
     Parameters
     ----------
     segmenters : dict of name → segmenter
-        Objects with ``predict(frames) -> SegmentationResult``.
+        Objects with ``predict(frames) -> SegmentationResult`` (and, with ``in_channels == 2``,
+        a ``reference`` keyword: :meth:`~.infer.NetworkSegmenter.predict`).
     items : list of EvalItem
 
     Returns
@@ -255,7 +268,8 @@ def evaluate(segmenters: dict, items: list[EvalItem], *, progress=None) -> pd.Da
         for item in items:
             if progress:
                 progress(f"{mname}: {item.name}")
-            res = seg.predict(item.frames)
+            two = getattr(seg, "in_channels", 1) > 1  # only two-channel models take the reference
+            res = seg.predict(item.frames, reference=item.reference) if two else seg.predict(item.frames)
             cnt = frame_counts(item, res.classes, res.instances)
             counts.append(cnt)
             fronts.append(front_errors_by_frame(item, res.classes))

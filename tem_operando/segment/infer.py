@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from .instances import split_by_seams
-from .normalise import CONTRASTS, normalise
+from .normalise import CONTRASTS
+from .reference import network_input
 
 DEFAULT_MODEL = "segnet-s.pt"
 
@@ -179,6 +180,8 @@ class NetworkSegmenter:
         self.class_bias = np.asarray(model_dict.get("class_bias") or (0.0, 0.0, 0.0), np.float32)
         model = build_from_file(model_dict, self.path).to(self.device)
         self.multiple = model.multiple
+        #: 1: the frame alone; 2: the frame and the registered reference frame (:mod:`.reference`)
+        self.in_channels = int(model.config.get("in_channels", 1))
         if optimise != "eager":
             model = fuse_for_inference(model).to(memory_format=torch.channels_last)
         self.model = model.eval()
@@ -190,10 +193,10 @@ class NetworkSegmenter:
 
     # -- forward passes -------------------------------------------------------------------
     def _run(self, x: np.ndarray) -> np.ndarray:
-        """(b, Y, X) normalised → (b, 4, Y, X) float32 logits, one forward pass."""
+        """(b, C, Y, X) normalised → (b, 4, Y, X) float32 logits, one forward pass."""
         import torch
 
-        t = torch.from_numpy(np.ascontiguousarray(x, np.float32))[:, None].to(self.device)
+        t = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)
         with torch.inference_mode():
             if self.optimise == "eager":
                 out = self.model(t)
@@ -216,8 +219,9 @@ class NetworkSegmenter:
         return np.concatenate([self._run(x[k:k + self.batch]) for k in range(0, len(x), self.batch)])
 
     def logits(self, xn: np.ndarray) -> np.ndarray:
-        """Normalised frames (n, Y, X) → logits (n, 4, Y, X), tiled when larger than ``tile``."""
-        n, Y, X = xn.shape
+        """Network input (n, C, Y, X) (:func:`.reference.network_input`) → logits (n, 4, Y, X),
+        tiled when larger than ``tile``."""
+        n, C, Y, X = xn.shape
         if Y <= self.tile and X <= self.tile:
             return self._batched(xn)
         m = self.multiple
@@ -227,11 +231,11 @@ class NetworkSegmenter:
         Yp, Xp = ys[-1] + ty, xs[-1] + tx
         if (Yp, Xp) != (Y, X):  # the last tiles run past the frame: pad it (reflect, like the network)
             mode = "reflect" if (Yp - Y < Y and Xp - X < X) else "edge"
-            xn = np.pad(xn, ((0, 0), (0, Yp - Y), (0, Xp - X)), mode=mode)
+            xn = np.pad(xn, ((0, 0), (0, 0), (0, Yp - Y), (0, Xp - X)), mode=mode)
         acc = np.zeros((n, 4, Yp, Xp), np.float32)
         wsum = np.zeros((Yp, Xp), np.float32)
         boxes = [(y0, x0) for y0 in ys for x0 in xs]
-        tiles = np.stack([xn[:, y0:y0 + ty, x0:x0 + tx] for y0, x0 in boxes], 1).reshape(-1, ty, tx)
+        tiles = np.stack([xn[..., y0:y0 + ty, x0:x0 + tx] for y0, x0 in boxes], 1).reshape(-1, C, ty, tx)
         out = self._batched(tiles).reshape(n, len(boxes), 4, ty, tx)
         for k, (y0, x0) in enumerate(boxes):
             w = np.outer(_ramp(ty, self.overlap, y0 > 0, y0 + ty < Yp), _ramp(tx, self.overlap, x0 > 0, x0 + tx < Xp))
@@ -240,7 +244,8 @@ class NetworkSegmenter:
         return (acc / wsum)[:, :, :Y, :X]
 
     # -- public ---------------------------------------------------------------------------
-    def predict(self, frames: np.ndarray, *, probabilities: bool = False) -> SegmentationResult:
+    def predict(self, frames: np.ndarray, *, reference: np.ndarray | None = None,
+                probabilities: bool = False) -> SegmentationResult:
         """Segment frames.
 
         Parameters
@@ -248,6 +253,13 @@ class NetworkSegmenter:
         frames : ndarray, (n, Y, X) or (Y, X)
             Detector counts (any dtype, any gain/offset; NaN/inf are treated as 0). A single
             (Y, X) frame gives a result with n = 1.
+        reference : ndarray, (Y, X) or (n, Y, X), optional
+            The recording's first image frame (counts), for two-channel models
+            (``in_channels == 2``): registered onto each frame and given beside it
+            (:mod:`.reference`) by phase correlation against it, which is unreliable once the
+            sample has changed much; (n, Y, X): already moved onto each frame (the pipeline moves it
+            by its own frame-to-frame drift). Without it each frame is its own reference (less
+            accurate on reacting objects). One-channel models ignore it.
         probabilities : bool
             Also return the class probabilities.
 
@@ -260,7 +272,7 @@ class NetworkSegmenter:
         if a.ndim != 3:
             raise ValueError(f"frames must be (n, Y, X) or (Y, X), got shape {a.shape}")
         n, Y, X = a.shape
-        xn = normalise(a)
+        xn = network_input(a, reference, self.in_channels)
         if self.scale < 1:
             wy, wx = max(int(round(Y * self.scale)), 8), max(int(round(X * self.scale)), 8)
             lg = _resize(self.logits(_resize(xn, (wy, wx), area=True)), (Y, X), area=False)

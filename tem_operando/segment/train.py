@@ -23,7 +23,7 @@ from scipy import ndimage
 
 from .._files import atomic_path, atomic_write_text
 from .datasets import FrameSet
-from .normalise import normalise
+from .reference import network_input
 
 #: class weights of the cross-entropy (background, pristine, reacted)
 CLASS_WEIGHTS = (1.0, 1.5, 2.0)
@@ -45,6 +45,10 @@ class TrainConfig:
     width: int = 16
     depth: int = 4
     blocks: int = 2
+    #: 1: the frame alone; 2: the frame and the registered first frame of its session
+    #: (:mod:`.reference`). Fine-tuning a 1-channel model with 2 adds the reference's input
+    #: weights at zero (the new model starts out as the old one); 0: the starting model's.
+    in_channels: int = 0
     threads: int = 2
     boundary_px: int = 2
     name: str = ""
@@ -97,14 +101,16 @@ def boundary_target(instances: np.ndarray, radius: int = 2) -> np.ndarray:
 
 
 def _augment(x: np.ndarray, c: np.ndarray, b: np.ndarray, rng: np.random.Generator):
-    """Random dihedral transform, gain/offset and a smooth illumination ramp (normalised units)."""
+    """Random dihedral transform, gain/offset and a smooth illumination ramp (normalised units).
+
+    ``x`` is (C, y, x): every input channel gets the same transform."""
     k = int(rng.integers(4))
-    x, c, b = (np.rot90(a, k) for a in (x, c, b))
+    x, c, b = np.rot90(x, k, axes=(-2, -1)), np.rot90(c, k), np.rot90(b, k)
     if rng.random() < 0.5:
-        x, c, b = x[:, ::-1], c[:, ::-1], b[:, ::-1]
+        x, c, b = x[..., ::-1], c[:, ::-1], b[:, ::-1]
     x = x * rng.uniform(0.8, 1.25) + rng.uniform(-0.15, 0.15)
     if rng.random() < 0.5:
-        yy, xx = np.mgrid[0:x.shape[0], 0:x.shape[1]] / max(x.shape)
+        yy, xx = np.mgrid[0:x.shape[-2], 0:x.shape[-1]] / max(x.shape[-2:])
         a = rng.uniform(0, 2 * np.pi)
         x = x + rng.uniform(-0.3, 0.3) * (np.cos(a) * xx + np.sin(a) * yy - 0.5)
     return np.ascontiguousarray(x, np.float32), np.ascontiguousarray(c), np.ascontiguousarray(b)
@@ -113,12 +119,13 @@ def _augment(x: np.ndarray, c: np.ndarray, b: np.ndarray, rng: np.random.Generat
 def sample_batch(xn: np.ndarray, classes: np.ndarray, instances: np.ndarray, idx: np.ndarray,
                  cfg: TrainConfig, rng: np.random.Generator, p: np.ndarray | None = None,
                  return_index: bool = False):
-    """A batch of augmented random crops: inputs (B,1,c,c), classes (B,c,c), seams (B,c,c).
+    """A batch of augmented random crops: inputs (B,C,c,c), classes (B,c,c), seams (B,c,c).
 
-    ``p`` (optional) gives the probability of drawing each frame of ``idx``; ``return_index``
-    also returns the frame each crop came from.
+    ``xn`` is the network input (n, C, Y, X) (:func:`.reference.network_input`); ``p`` (optional)
+    gives the probability of drawing each frame of ``idx``; ``return_index`` also returns the frame
+    each crop came from.
     """
-    n, Y, X = xn.shape
+    n, _, Y, X = xn.shape
     cy, cx = min(cfg.crop, Y), min(cfg.crop, X)
     xs, cs, bs = [], [], []
     drawn = rng.choice(idx, size=cfg.batch, p=p)
@@ -126,9 +133,9 @@ def sample_batch(xn: np.ndarray, classes: np.ndarray, instances: np.ndarray, idx
         y0, x0 = int(rng.integers(0, Y - cy + 1)), int(rng.integers(0, X - cx + 1))
         sl = (slice(y0, y0 + cy), slice(x0, x0 + cx))
         b = boundary_target(instances[i][sl], cfg.boundary_px)
-        x, c, b = _augment(xn[i][sl].astype(np.float32), classes[i][sl], b, rng)
+        x, c, b = _augment(xn[i][(slice(None), *sl)].astype(np.float32), classes[i][sl], b, rng)
         xs.append(x), cs.append(c), bs.append(b)
-    out = np.stack(xs)[:, None], np.stack(cs).astype(np.int64), np.stack(bs).astype(np.float32)
+    out = np.stack(xs), np.stack(cs).astype(np.int64), np.stack(bs).astype(np.float32)
     return (*out, drawn) if return_index else out
 
 
@@ -218,7 +225,7 @@ def _validate(model, xn, classes, instances, val, radius):
     with torch.inference_mode():
         for k in range(0, val.size, 8):
             ii = val[k:k + 8]
-            x = torch.from_numpy(xn[ii].astype(np.float32))[:, None]
+            x = torch.from_numpy(xn[ii].astype(np.float32))
             c = torch.from_numpy(classes[ii].astype(np.int64))
             s = torch.from_numpy(boundary_target(instances[ii], radius).astype(np.float32))
             out = model(x)
@@ -308,8 +315,32 @@ def _model_logits(model, xn: np.ndarray, idx: np.ndarray) -> np.ndarray:
     out = []
     with torch.inference_mode():
         for k in range(0, idx.size, 8):
-            out.append(model(torch.from_numpy(xn[idx[k:k + 8]].astype(np.float32))[:, None])[:, :3].numpy())
+            out.append(model(torch.from_numpy(xn[idx[k:k + 8]].astype(np.float32)))[:, :3].numpy())
     return np.concatenate(out)
+
+
+def with_input_channels(model, in_channels: int):
+    """A copy of a :class:`~.network.SegNet` taking ``in_channels`` inputs; the weights of the
+    added inputs start at zero, so the copy's outputs are the original's whatever they hold."""
+    import torch
+
+    from .network import SegNet
+
+    cfg = model.config
+    have = int(cfg.get("in_channels", 1))
+    if in_channels < have:
+        raise ValueError(f"cannot drop input channels ({have} → {in_channels})")
+    new = SegNet(int(cfg["width"]), int(cfg["depth"]), int(cfg["blocks"]), in_channels=in_channels)
+    state = new.state_dict()
+    for k, v in model.state_dict().items():
+        if state[k].shape == v.shape:
+            state[k] = v.clone()
+        else:  # the stem's first convolution sees 4 unshuffled channels per input, the frame's first
+            w = torch.zeros_like(state[k])
+            w[:, : v.shape[1]] = v
+            state[k] = w
+    new.load_state_dict(state)
+    return new
 
 
 def _train_mode(model, freeze_norm: bool) -> None:
@@ -399,8 +430,13 @@ def train(data: FrameSet, out: str | os.PathLike, cfg: TrainConfig, *, restart: 
         if obj.get("class_bias") is not None:
             parent_bias = np.asarray(obj["class_bias"], float)
         cfg.width, cfg.depth, cfg.blocks = (int(obj["config"][k]) for k in ("width", "depth", "blocks"))
+        have = int(obj["config"].get("in_channels", 1))
+        cfg.in_channels = cfg.in_channels or have
+        if cfg.in_channels != have:
+            model = with_input_channels(model, cfg.in_channels)
     else:
-        model = SegNet(cfg.width, cfg.depth, cfg.blocks)
+        cfg.in_channels = cfg.in_channels or 1
+        model = SegNet(cfg.width, cfg.depth, cfg.blocks, in_channels=cfg.in_channels)
     freeze = bool(cfg.init) if cfg.freeze_norm is None else bool(cfg.freeze_norm)
     _train_mode(model, freeze)
     decay = (0.98 if cfg.init else 0.0) if cfg.ema_decay is None else float(cfg.ema_decay)
@@ -432,7 +468,7 @@ def train(data: FrameSet, out: str | os.PathLike, cfg: TrainConfig, *, restart: 
             log(f"checkpoint {ckpt_path.name} belongs to other settings; starting afresh")
 
     log(f"normalising {len(data)} frames …")
-    xn = normalise(data.frames).astype(np.float16)
+    xn = network_input(data.frames, data.reference, cfg.in_channels).astype(np.float16)
     train_idx, val_idx = split_validation(data, cfg.val_fraction, cfg.seed, cfg.max_val_frames, always_train)
     p_train = sampling_probabilities(weights, train_idx)
     log(f"{train_idx.size} training frames, {val_idx.size} validation frames; "
@@ -489,7 +525,7 @@ def train(data: FrameSet, out: str | os.PathLike, cfg: TrainConfig, *, restart: 
         lgs, cls = [_model_logits(final, xn, cal_idx)] if cal_idx.size else [], [data.classes[cal_idx]]
         grp = [user[cal_idx].astype(int)]
         if calibration is not None and len(calibration):
-            xc = normalise(calibration.frames).astype(np.float32)
+            xc = network_input(calibration.frames, calibration.reference, cfg.in_channels)
             lgs.append(_model_logits(final, xc, np.arange(len(calibration))))
             cls.append(calibration.classes)
             grp.append(np.zeros(len(calibration), int))
@@ -613,7 +649,11 @@ def write_card(out: Path, sha: str, cfg: TrainConfig, data: FrameSet, history: l
     from .network import SegNet, n_parameters
 
     last = history[-1] if history else {}
-    n_par = n_parameters(SegNet(cfg.width, cfg.depth, cfg.blocks))
+    n_par = n_parameters(SegNet(cfg.width, cfg.depth, cfg.blocks, in_channels=cfg.in_channels or 1))
+    inputs = ("the frame normalised per frame (median, 1–99 % range of the 4×4-binned frame)" if (cfg.in_channels or 1) == 1
+              else "two channels, each normalised per frame (median, 1–99 % range of the 4×4-binned frame): the "
+                   "frame, and the first image frame of its recording registered onto it "
+                   "(`tem_operando.segment.reference`)")
     doses = data.dose[np.isfinite(data.dose)]
     nms = data.nm_per_px[np.isfinite(data.nm_per_px)]
     text = f"""# Model card: {cfg.name or out.stem}
@@ -624,10 +664,10 @@ def write_card(out: Path, sha: str, cfg: TrainConfig, data: FrameSet, history: l
 - classes: 0 background, 1 pristine, 2 reacted; plus a seam (touching-objects boundary) output
 
 ## Architecture
-Compact U-Net `SegNet(width={cfg.width}, depth={cfg.depth}, blocks={cfg.blocks})`, {n_par:,} parameters:
-2×2 pixel-unshuffle stem, stride-2 3×3 convolutions and depthwise-separable residual blocks per
-level, bilinear up-sampling with skip connections, pixel-shuffle head to 4 channels at full
-resolution. Input: the frame normalised per frame (median, 1–99 % range of the 4×4-binned frame).
+Compact U-Net `SegNet(width={cfg.width}, depth={cfg.depth}, blocks={cfg.blocks}, in_channels={cfg.in_channels or 1})`,
+{n_par:,} parameters: 2×2 pixel-unshuffle stem, stride-2 3×3 convolutions and depthwise-separable
+residual blocks per level, bilinear up-sampling with skip connections, pixel-shuffle head to 4
+channels at full resolution. Input: {inputs}.
 
 ## Training data
 {len(data)} frames of {data.frames.shape[1]}×{data.frames.shape[2]} px;
@@ -703,7 +743,7 @@ def calibrate_model(model: str | os.PathLike, out: str | os.PathLike, *, n_sessi
     obj = load_model_file(model)
     net = build_from_file(obj, model).eval()
     data = calibration_frames(n_sessions, n_frames)
-    xn = normalise(data.frames).astype(np.float32)
+    xn = network_input(data.frames, data.reference, int(obj["config"].get("in_channels", 1)))
     bias, info = fit_class_bias(_model_logits(net, xn, np.arange(len(data))), data.classes)
     log(f"decision biases (pristine, reacted) {bias[1]:+.2f}, {bias[2]:+.2f}: IoU objects "
         f"{info['iou_objects_before']:.3f} → {info['iou_objects_after']:.3f}, reacted "

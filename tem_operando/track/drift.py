@@ -13,8 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
+
+from .._registration import hann_window
+from .._registration import prepare as _prepare
+from .._registration import register as _register
 
 __all__ = ["DriftState", "estimate_drift"]
 
@@ -28,22 +31,6 @@ class DriftState:
     prev: np.ndarray | None = None
     prev_drift_px: np.ndarray | None = None
     since_key: int = 0
-
-
-def _prepare(frame: np.ndarray, sigma_lo: float, sigma_hi: float, window: np.ndarray) -> np.ndarray:
-    f = np.asarray(frame, dtype=np.float32)
-    f = np.where(np.isfinite(f), f, np.nanmean(f) if np.isfinite(f).any() else 0.0)
-    f = cv2.medianBlur(np.ascontiguousarray(f), 3)  # hot and dead pixels are fixed in the detector frame
-    band = cv2.GaussianBlur(f, (0, 0), sigma_lo) - cv2.GaussianBlur(f, (0, 0), sigma_hi)
-    band -= band.mean()
-    return band * window
-
-
-def _register(ref: np.ndarray, mov: np.ndarray, upsample: int) -> tuple[np.ndarray, float]:
-    from skimage.registration import phase_cross_correlation
-
-    shift, error, _ = phase_cross_correlation(ref, mov, upsample_factor=upsample, normalization=None)
-    return np.asarray(shift, float), float(error)
 
 
 def estimate_drift(
@@ -92,7 +79,7 @@ def estimate_drift(
         raise ValueError(f"frames must be (T, Y, X), got shape {frames.shape}")
     T, H, W = frames.shape
     st = state if state is not None else DriftState()
-    window = np.outer(np.hanning(H), np.hanning(W)).astype(np.float32)
+    window = hann_window((H, W))
     out = np.zeros((T, 2))
     for i in range(T):
         cur = _prepare(frames[i], sigma_lo_px, sigma_hi_px, window)

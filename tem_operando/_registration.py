@@ -1,0 +1,34 @@
+"""Sub-pixel registration of two frames, shared by drift estimation and the segmenter's reference.
+
+Frames are band-passed (difference of Gaussians: removes shot noise and slow illumination
+changes), median-filtered against hot pixels and Hann-windowed, then registered with
+:func:`skimage.registration.phase_cross_correlation`.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def prepare(frame: np.ndarray, sigma_lo: float, sigma_hi: float, window: np.ndarray) -> np.ndarray:
+    """A frame ready for :func:`register`: NaN-free, median-filtered, band-passed (px), windowed."""
+    f = np.asarray(frame, dtype=np.float32)
+    f = np.where(np.isfinite(f), f, np.nanmean(f) if np.isfinite(f).any() else 0.0)
+    f = cv2.medianBlur(np.ascontiguousarray(f), 3)  # hot and dead pixels are fixed in the detector frame
+    band = cv2.GaussianBlur(f, (0, 0), sigma_lo) - cv2.GaussianBlur(f, (0, 0), sigma_hi)
+    band -= band.mean()
+    return band * window
+
+
+def register(ref: np.ndarray, mov: np.ndarray, upsample: int) -> tuple[np.ndarray, float]:
+    """Shift (dy, dx) px that moves ``mov`` onto ``ref``, and the normalised error (0–1, 1 = no peak)."""
+    from skimage.registration import phase_cross_correlation
+
+    shift, error, _ = phase_cross_correlation(ref, mov, upsample_factor=upsample, normalization=None)
+    return np.asarray(shift, float), float(error)
+
+
+def hann_window(shape: tuple[int, int]) -> np.ndarray:
+    """2-D Hann window of ``shape``, float32."""
+    return np.outer(np.hanning(shape[0]), np.hanning(shape[1])).astype(np.float32)

@@ -1,0 +1,121 @@
+"""The reference frame: the recording's first image frame, registered onto each frame.
+
+A swelling particle's reacted shell can be nearly as bright as the background at its rim (thin
+material of long mean free path); one frame alone hardly shows it, but the same place *before the
+reaction* does: what changed since the first frame is what reacted. A two-channel network
+(``config["in_channels"] == 2``) therefore sees each frame together with the recording's first image
+frame, shifted onto it by phase correlation (the sample drifts). Findings behind this design:
+``models/experiments/README.md``.
+
+Without a reference, a frame is its own reference ("nothing changed since the start"): two-channel
+models work, less well, on single frames.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from .._registration import hann_window, prepare, register
+from .normalise import normalise
+
+__all__ = ["network_input", "reference_shifts_px", "register_reference", "shift_reference"]
+
+#: difference-of-Gaussians band of the registration, px (as the pipeline's drift registration)
+SIGMA_LO_PX, SIGMA_HI_PX = 1.5, 12.0
+
+
+def reference_shifts_px(frames: np.ndarray, reference: np.ndarray, *, upsample: int = 10) -> np.ndarray:
+    """(dy, dx) px that move ``reference`` (Y, X) onto each of ``frames`` (n, Y, X), by phase
+    correlation of band-passed, windowed frames (as the pipeline's drift registration)."""
+    window = hann_window(np.shape(reference))
+    prep_ref = prepare(reference, SIGMA_LO_PX, SIGMA_HI_PX, window)
+    return np.array([register(prepare(f, SIGMA_LO_PX, SIGMA_HI_PX, window), prep_ref, upsample)[0]
+                     for f in frames]).reshape(len(frames), 2)
+
+
+def register_reference(frames: np.ndarray, reference: np.ndarray, *, upsample: int = 10,
+                       shifts_px: np.ndarray | None = None) -> np.ndarray:
+    """The reference frame moved onto each frame.
+
+    Parameters
+    ----------
+    frames : ndarray, (n, Y, X)
+        Frames (counts).
+    reference : ndarray, (Y, X)
+        The reference frame (counts), e.g. the recording's first image frame.
+    upsample : int
+        Sub-pixel precision of the phase correlation, 1/``upsample`` px.
+    shifts_px : ndarray, (n, 2), optional
+        Known (dy, dx) shift of the sample from the reference to each frame, px (synthetic data:
+        the true drift); registration is skipped.
+
+    Returns
+    -------
+    ndarray, (n, Y, X), float32
+        The reference shifted onto each frame (linear interpolation, edges extended).
+
+    Raises
+    ------
+    ValueError
+        When the reference's shape is not the frames' shape.
+    """
+    a = np.asarray(frames)
+    a = a[None] if a.ndim == 2 else a
+    ref = np.asarray(reference, np.float32)
+    if ref.shape != a.shape[1:]:
+        raise ValueError(f"reference frame shape {ref.shape} differs from the frames' shape {a.shape[1:]}")
+    if shifts_px is None:
+        shifts = reference_shifts_px(a, ref, upsample=upsample)
+    else:
+        shifts = np.asarray(shifts_px, float).reshape(len(a), 2)
+    return shift_reference(ref, shifts)
+
+
+def shift_reference(reference: np.ndarray, shifts_px: np.ndarray) -> np.ndarray:
+    """The reference frame (Y, X) moved by each (dy, dx) of ``shifts_px`` (n, 2), px: (n, Y, X) float32
+    (linear interpolation, edges extended; NaN/inf pixels become the median)."""
+    ref = np.asarray(reference, np.float32)
+    ref = np.where(np.isfinite(ref), ref, np.nanmedian(ref) if np.isfinite(ref).any() else 0.0)
+    shifts = np.asarray(shifts_px, float).reshape(-1, 2)
+    out = np.empty((len(shifts), *ref.shape), np.float32)
+    for i, s in enumerate(shifts):
+        if np.abs(s).max() < 1e-3:
+            out[i] = ref
+        else:
+            out[i] = ndimage.shift(ref, s, order=1, mode="nearest")
+    return out
+
+
+def network_input(frames: np.ndarray, reference: np.ndarray | None = None, in_channels: int = 1) -> np.ndarray:
+    """What the network sees: normalised frames, with the normalised registered reference.
+
+    Parameters
+    ----------
+    frames : ndarray, (n, Y, X)
+        Frames (counts).
+    reference : ndarray, (Y, X) or (n, Y, X), optional
+        The reference frame (counts), (Y, X): registered onto each frame here; or (n, Y, X): already
+        moved onto each frame (:func:`register_reference`). None: each frame is its own reference.
+    in_channels : {1, 2}
+        The model's input channels; with 1 the reference is ignored.
+
+    Returns
+    -------
+    ndarray, (n, in_channels, Y, X), float32
+    """
+    a = np.asarray(frames)
+    a = a[None] if a.ndim == 2 else a
+    xn = normalise(a)
+    if in_channels == 1:
+        return xn[:, None]
+    if in_channels != 2:
+        raise ValueError(f"models with {in_channels} input channels are not supported (1 or 2)")
+    if reference is None:
+        return np.stack([xn, xn], 1)
+    ref = np.asarray(reference)
+    if ref.ndim == 2:
+        ref = register_reference(a, ref)
+    elif ref.shape != a.shape:
+        raise ValueError(f"reference frames {ref.shape} differ from the frames {a.shape}")
+    return np.stack([xn, normalise(ref)], 1)
