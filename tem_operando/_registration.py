@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from scipy import ndimage
 
 
 def prepare(frame: np.ndarray, sigma_lo: float, sigma_hi: float, window: np.ndarray) -> np.ndarray:
@@ -32,3 +33,18 @@ def register(ref: np.ndarray, mov: np.ndarray, upsample: int) -> tuple[np.ndarra
 def hann_window(shape: tuple[int, int]) -> np.ndarray:
     """2-D Hann window of ``shape``, float32."""
     return np.outer(np.hanning(shape[0]), np.hanning(shape[1])).astype(np.float32)
+
+
+def shift_reference(reference: np.ndarray, shifts_px: np.ndarray) -> np.ndarray:
+    """The reference frame (Y, X) moved by each (dy, dx) of ``shifts_px`` (n, 2), px: (n, Y, X) float32
+    (linear interpolation, edges extended; NaN/inf pixels become the median)."""
+    ref = np.asarray(reference, np.float32)
+    ref = np.where(np.isfinite(ref), ref, np.nanmedian(ref) if np.isfinite(ref).any() else 0.0)
+    shifts = np.asarray(shifts_px, float).reshape(-1, 2)
+    out = np.empty((len(shifts), *ref.shape), np.float32)
+    for i, s in enumerate(shifts):
+        if np.abs(s).max() < 1e-3:
+            out[i] = ref
+        else:
+            out[i] = ndimage.shift(ref, s, order=1, mode="nearest")
+    return out

@@ -14,9 +14,11 @@ correction. (With segnet-s v1 the test used a faint material, mean free path 250
 handles that one well already, 0.79.)
 
 One fine-tuning run (a module fixture) serves every test here: the network learns the new material
-(held-apart IoU up by ≥ 0.15: +0.17 with seed 1, +0.15–0.17 over seeds 1–3 with the default
-fine-tuning rate 1e-3), does not forget (≤ 0.02), records its provenance, and reprocessing keeps the
-corrections.
+(held-apart IoU up by ≥ 0.15), does not forget (≤ 0.02), records its provenance, and reprocessing
+keeps the corrections. Measured with seed 1: segnet-s v3 (two channels, the session's first frame
+beside each frame) 0.511 → 0.859 on the new material, 0.876 → 0.859 on the original set (the
+forgetting margin is small: −0.017 of the −0.02 allowed); segnet-s v2 gave 0.540 → 0.706 and
+0.814 → 0.807 (+0.15–0.17 over seeds 1–3).
 """
 
 from __future__ import annotations
@@ -61,9 +63,10 @@ def outline(store: ResultStore, frame: int, truth: np.ndarray) -> None:
                 paint(store, frame, cls, points=pts.tolist(), radius=0.5)
 
 
-def _iou(model, frames: np.ndarray, truth: np.ndarray) -> float:
-    """IoU of the objects (pristine ∪ reacted) and of the reacted class, averaged."""
-    pred = load_segmenter(model).predict(frames).classes
+def _iou(model, frames: np.ndarray, truth: np.ndarray, reference: np.ndarray) -> float:
+    """IoU of the objects (pristine ∪ reacted) and of the reacted class, averaged; ``reference``
+    (n, Y, X): each frame's session's first frame moved onto it (two-channel models)."""
+    pred = load_segmenter(model).predict(frames, reference=reference).classes
     out = []
     for a, b in ((pred > 0, truth > 0), (pred == 2, truth == 2)):
         out.append(np.logical_and(a, b).sum() / max(np.logical_or(a, b).sum(), 1))
@@ -71,13 +74,13 @@ def _iou(model, frames: np.ndarray, truth: np.ndarray) -> float:
 
 
 def _original_set(n_sessions: int = 8, n_frames: int = 6):
-    frames, truth, seed = [], [], EVAL_SEED_OFFSET
+    frames, truth, refs, seed = [], [], [], EVAL_SEED_OFFSET
     while len(frames) < n_sessions:
         if random_recipe(seed)["scene"] != "empty":
             fs, _ = synthetic_frames(seed, n_frames, dose=10.0)
-            frames.append(fs.frames), truth.append(fs.classes)
+            frames.append(fs.frames), truth.append(fs.classes), refs.append(fs.reference)
         seed += 1
-    return np.concatenate(frames), np.concatenate(truth)
+    return np.concatenate(frames), np.concatenate(truth), np.concatenate(refs)
 
 
 @pytest.fixture(scope="module")
@@ -103,15 +106,18 @@ def _run_loop(tmp) -> dict:
 
     held = image_series(12, (256, 256), scene="mixed", nm_per_px=1.0, rng=202, **NEW_MATERIAL)
     held_frames = held.frames.astype(np.float32)
-    orig_frames, orig_truth = _original_set()
+    held_ref = np.broadcast_to(held_frames[0], held_frames.shape)  # the held session does not drift
+    orig_frames, orig_truth, orig_ref = _original_set()
     log: list[str] = []
     steps: list[tuple[int, int]] = []
     model = retrain([res], tmp / "data" / "models" / "light-material.pt",
                     RetrainOptions(init="default", seed=SEED),  # the defaults the GUI's button uses
                     progress=False, log=log.append, callback=lambda k, n: steps.append((k, n)))
     out = dict(session=s, rec=rec, res=res, corrected=corrected, model=model, steps=steps,
-               new_before=_iou(None, held_frames, held.classes), new_after=_iou(model, held_frames, held.classes),
-               orig_before=_iou(None, orig_frames, orig_truth), orig_after=_iou(model, orig_frames, orig_truth))
+               new_before=_iou(None, held_frames, held.classes, held_ref),
+               new_after=_iou(model, held_frames, held.classes, held_ref),
+               orig_before=_iou(None, orig_frames, orig_truth, orig_ref),
+               orig_after=_iou(model, orig_frames, orig_truth, orig_ref))
     print(f"new material IoU {out['new_before']:.3f} → {out['new_after']:.3f}; "
           f"original set {out['orig_before']:.3f} → {out['orig_after']:.3f}")
     return out

@@ -67,9 +67,10 @@ def dose10_table():
     return df[df["dose"] == "all"].set_index("method")
 
 
-@pytest.mark.xfail(strict=True, reason="segnet-s v2 reaches IoU objects 0.83-0.89 and reacted 0.69-0.75 at dose 10 "
-                                      "(by the held-apart scenes), short of issue 3's 0.90 / 0.80; remove this mark "
-                                      "when a model that meets them is shipped")
+@pytest.mark.xfail(strict=True, reason="segnet-s v3 reaches IoU objects 0.87-0.91, reacted 0.80-0.84 and a median "
+                                      "front error of 2.3-3.3 px at dose 10 (by the held-apart scenes): on these 4 "
+                                      "sessions objects 0.872 < 0.90; remove this mark when a model that meets "
+                                      "every target is shipped")
 def test_shipped_model_meets_the_issue_targets_at_dose_10(dose10_table):
     net = dose10_table.loc["network"]
     assert net["iou_objects"] >= 0.90

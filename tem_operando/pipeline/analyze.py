@@ -215,9 +215,24 @@ def _reference_frames(rec, spec: ChunkSpec, index: np.ndarray) -> np.ndarray:
     return shift_reference(np.asarray(rec.frame(first), np.float32), d)
 
 
+def _drift_from_pass(spec: ChunkSpec, start: int, stop: int | None, index: np.ndarray):
+    """(anchor, drift_px) of these frames as the drift pass saved them, or None when it did not run."""
+    from .chunks import load_chunk
+
+    if stop is None or not spec.params.get("_reference") or not is_done(Path(spec.results_dir), start, stop, "drift"):
+        return None
+    t = load_chunk(Path(spec.results_dir), start, stop, "drift")["image_frames"]
+    if t.empty or t["frame"].tolist() != [int(i) for i in index]:
+        return None
+    a = int(t["anchor"].iloc[0])
+    return (None if a < 0 else (a, None)), t[["drift_rel_x_px", "drift_rel_y_px"]].to_numpy(float)
+
+
 def image_stage(rec, spec: ChunkSpec, frames: np.ndarray, index: np.ndarray, time_s: np.ndarray,
-                start: int) -> dict[str, Any]:
-    """Segment, register and measure a chunk's image frames (positions relative to the anchor)."""
+                start: int, stop: int | None = None) -> dict[str, Any]:
+    """Segment, register and measure a chunk's image frames (positions relative to the anchor).
+
+    When the drift pass ran (two-channel models), its registration of these frames is reused."""
     from ..track import measure_objects
 
     p = spec.params
@@ -227,7 +242,8 @@ def image_stage(rec, spec: ChunkSpec, frames: np.ndarray, index: np.ndarray, tim
                                "with --nm-per-px X")
     timings = {}
     t0 = time.perf_counter()
-    anchor, drift_px = _register_chunk(rec, frames, start)
+    done = _drift_from_pass(spec, start, stop, index)
+    anchor, drift_px = done if done is not None else _register_chunk(rec, frames, start)
     timings["drift_s"] = time.perf_counter() - t0
 
     nth = int(p.get("every_nth", 1))
@@ -367,7 +383,7 @@ def chunk_job(spec: ChunkSpec, start: int, stop: int) -> dict[str, Any]:
         out["frames"] = rows
         img = chunk.mode == "image"
         if img.any():
-            r = image_stage(rec, spec, chunk.frames[img], chunk.index[img], chunk.time_s[img], start)
+            r = image_stage(rec, spec, chunk.frames[img], chunk.index[img], chunk.time_s[img], start, stop)
             stage_s.update(r.pop("_stage_s"))
             out.update(r)
         dif = chunk.mode == "diffraction"

@@ -997,9 +997,19 @@ def export_annotation_set(store: ResultStore, out_dir: str | os.PathLike, frames
             imgs.append(np.asarray(rec.frame(f), np.float32))
             cls.append(c)
             ins.append(i)
-        first = fr.index[fr["mode"] == "image"]
-        # the recording's first image frame: two-channel models see it beside each frame
-        reference = np.asarray(rec.frame(int(first[0])), np.float32) if len(first) else None
+        from .._registration import shift_reference
+
+        # the recording's first image frame moved onto each frame by the analysis' drift: what
+        # two-channel models see beside each frame
+        first = int(fr.index[fr["mode"] == "image"][0])
+        nm = float(rep.nm_per_px)
+        if {"drift_x_nm", "drift_y_nm"} <= set(fr.columns) and nm > 0:
+            d = fr[["drift_y_nm", "drift_x_nm"]].to_numpy(float) / nm
+            d = np.nan_to_num(d - fr.loc[[first], ["drift_y_nm", "drift_x_nm"]].to_numpy(float) / nm)
+            pos = {int(f): k for k, f in enumerate(fr.index)}
+            reference = shift_reference(np.asarray(rec.frame(first), np.float32), d[[pos[f] for f in frames]])
+        else:
+            reference = np.asarray(rec.frame(first), np.float32)  # registered when read
     entries = list(store.corrections())
     summary = store.read_summary()
     dose = fr.loc[frames, "dose_e_per_px"].to_numpy(float) if "dose_e_per_px" in fr else None
@@ -1014,8 +1024,7 @@ def export_annotation_set(store: ResultStore, out_dir: str | os.PathLike, frames
     # here because the results layer does not import the segmentation stage
     buf = io.BytesIO()
     arrays = dict(frames=np.stack(imgs), classes=np.stack(cls).astype(np.uint8), instances=np.stack(ins).astype(np.uint32))
-    if reference is not None:
-        arrays["reference"] = reference
+    arrays["reference"] = reference
     np.savez_compressed(buf, **arrays)
     atomic_write_bytes(out / "frames.npz", buf.getvalue())
     info = {"format": ANNOTATION_FORMAT, "nm_per_px": float(rep.nm_per_px), "frame_index": frames,

@@ -14,9 +14,7 @@ models work, less well, on single frames.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
-
-from .._registration import hann_window, prepare, register
+from .._registration import hann_window, prepare, register, shift_reference
 from .normalise import normalise
 
 __all__ = ["network_input", "reference_shifts_px", "register_reference", "shift_reference"]
@@ -70,21 +68,6 @@ def register_reference(frames: np.ndarray, reference: np.ndarray, *, upsample: i
     else:
         shifts = np.asarray(shifts_px, float).reshape(len(a), 2)
     return shift_reference(ref, shifts)
-
-
-def shift_reference(reference: np.ndarray, shifts_px: np.ndarray) -> np.ndarray:
-    """The reference frame (Y, X) moved by each (dy, dx) of ``shifts_px`` (n, 2), px: (n, Y, X) float32
-    (linear interpolation, edges extended; NaN/inf pixels become the median)."""
-    ref = np.asarray(reference, np.float32)
-    ref = np.where(np.isfinite(ref), ref, np.nanmedian(ref) if np.isfinite(ref).any() else 0.0)
-    shifts = np.asarray(shifts_px, float).reshape(-1, 2)
-    out = np.empty((len(shifts), *ref.shape), np.float32)
-    for i, s in enumerate(shifts):
-        if np.abs(s).max() < 1e-3:
-            out[i] = ref
-        else:
-            out[i] = ndimage.shift(ref, s, order=1, mode="nearest")
-    return out
 
 
 def network_input(frames: np.ndarray, reference: np.ndarray | None = None, in_channels: int = 1) -> np.ndarray:
