@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/python -m tem_operando.demo $(DEMO)
 
 test: $(STAMP)
-	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -p no:cacheprovider
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -p no:cacheprovider -o faulthandler_timeout=600
 
 lint: $(STAMP)
 	$(BIN)/ruff check tem_operando tests benchmarks gui
