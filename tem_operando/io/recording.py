@@ -158,7 +158,9 @@ class Recording:
             if raw is not None and raw.shape == tuple(self.data.shape):
                 block = raw[start:stop]  # uncompressed frames: mapped directly, no task graph
             else:
-                block = self.data[start:stop].compute(scheduler="threads")
+                import dask.threaded  # the scheduler itself: the name "threads" makes dask import distributed
+
+                block = self.data[start:stop].compute(scheduler=dask.threaded.get)
         except RecordingError:
             raise
         except Exception as exc:

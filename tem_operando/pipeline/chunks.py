@@ -249,7 +249,12 @@ def run_chunks(job: Callable[[ChunkSpec, int, int], dict], spec: ChunkSpec, rang
                     on_done(result)
 
         with _Progress():
-            records = list(dask.compute(*tasks, scheduler="threads", num_workers=workers))
+            # dask's threaded scheduler itself, not the name "threads": naming it makes dask import
+            # `distributed` to look for a client, and that first import from a GUI worker thread
+            # (a QThread while the Qt event loop runs) hung a test run
+            import dask.threaded
+
+            records = list(dask.compute(*tasks, scheduler=dask.threaded.get, num_workers=workers))
         return records
     from distributed import Client, as_completed
 
