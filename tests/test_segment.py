@@ -478,3 +478,53 @@ def test_decode_splits_on_the_seam_probability_threshold(threshold):
         np.testing.assert_array_equal(res.instances[i], ref)
     counts = [decode(logits, seam_threshold=t, min_area_px=4).instances.max() for t in (0.2, 0.8)]
     assert counts[0] != counts[1]  # the threshold matters on these seams
+
+
+def test_split_necks_separates_bridged_particles_and_keeps_wires_whole():
+    """Two discs joined by a bridge (the network's merge at low dose) become two objects; a wire
+    with a pinched, rough edge, a particle with a bump and an isolated disc stay one object each."""
+    from skimage.draw import disk
+
+    from tem_operando.segment.instances import split_necks
+
+    lab = np.zeros((160, 220), np.uint32)
+    lab[disk((40, 40), 16)] = 1
+    lab[disk((40, 78), 13)] = 1
+    lab[36:44, 40:78] = 1  # a bridge 8 px wide between them
+    lab[100:120, 20:200] = 2  # a wire 20 px wide ...
+    lab[100:106, 100:106] = lab[114:120, 100:106] = 0  # ... pinched to 8 px in the middle
+    edge = np.flatnonzero(lab[99, 20:200] == 0)[::3]
+    lab[99, 20 + edge] = 2  # rough edge
+    lab[disk((40, 160), 20)] = 3
+    lab[disk((22, 160), 6)] = 3  # a bump on a big particle
+    lab[disk((140, 60), 9)] = 4  # an isolated disc
+    out = split_necks(lab)
+    assert out.max() == 5
+    # the two bridged discs: one object each, split at the bridge
+    a, b = out[40, 40], out[40, 78]
+    assert a and b and a != b
+    assert abs(int((out == a).sum()) - np.pi * 16 ** 2) < 0.15 * np.pi * 16 ** 2
+    for y, x in ((110, 30), (140, 60), (40, 160)):  # the others are unchanged
+        k = out[y, x]
+        np.testing.assert_array_equal(out == k, lab == lab[y, x])
+    assert split_necks(lab, min_roundness=0).max() == 6  # the pinched wire is a candidate: cut without the rule
+    # nothing to split: returned as is (labels numbered 1..n)
+    np.testing.assert_array_equal(split_necks(lab * (lab != 1)) > 0, (lab > 1))
+    assert split_necks(np.zeros((8, 8), np.uint32)).max() == 0
+
+
+def test_decode_splits_necks_only_when_asked():
+    from skimage.draw import disk
+
+    from tem_operando.segment.infer import decode
+
+    logits = np.zeros((1, 4, 96, 96), np.float32)
+    logits[:, 0] = 1.0
+    m = np.zeros((96, 96), bool)
+    m[disk((48, 30), 14)] = True
+    m[disk((48, 64), 12)] = True
+    m[45:51, 30:64] = True
+    logits[0, 1] = 4.0 * m
+    logits[:, 3] = -5.0  # no seams at all
+    assert decode(logits, neck_h_px=None).instances.max() == 1
+    assert decode(logits, neck_h_px=3.0).instances.max() == 2

@@ -6,13 +6,16 @@ shifted by the true drift onto each frame, is given as a second channel. The new
 at zero, so the network starts out exactly as segnet-s v2 and learns what the reference adds.
 Results and how to read them: ``models/experiments/README.md``.
 
-    python models/experiments/reference_channel_train.py OUT.pt STEPS   # ~4 min rendering + ~0.2 s/step
+    python models/experiments/reference_channel_train.py OUT.pt STEPS [--init MODEL] [--lr LR] [--data v3|v4]
     python models/experiments/reference_channel_eval.py OUT.pt
 
-Needs ~9 GB of RAM for the 7,800 rendered frames (two float16 channels of 256×256 each).
+``--init`` is a model file (default: the shipped model); a one-channel model is widened with zero
+weights for the reference, a two-channel one continues as it is. ``--data v3`` renders the 7,800
+frames segnet-s v3 was trained on, ``--data v4`` 9,600 frames of other seeds, more of them with wires (see ``DATA``).
+Needs ~9–11 GB of RAM for the rendered frames (two float16 channels of 256×256 each).
 """
 
-import sys
+import argparse
 import time
 
 import numpy as np
@@ -27,6 +30,12 @@ from tem_operando.segment.network import SegNet
 from tem_operando.segment.normalise import normalise
 
 CROP, BATCH, LR = 192, 7, 1e-3
+
+# (first seed, last seed + 1, frames per session, scene or None for random_recipe sessions)
+DATA = {
+    "v3": [(2000, 2300, 12, "particles"), (2300, 2500, 12, None), (0, 300, 6, None)],
+    "v4": [(2500, 2700, 12, "particles"), (2700, 2850, 12, "mixed"), (2850, 2950, 12, "wire"), (3000, 3700, 6, None)],
+}
 
 
 def render(seeds, n_frames, **kw):
@@ -46,9 +55,9 @@ def render(seeds, n_frames, **kw):
     return xs, cs, ins
 
 
-def two_channel_from_v2():
-    """SegNet(in_channels=2) with v2's weights; the reference's stem weights are zero."""
-    obj = load_model_file(str(default_model_path()))
+def two_channel_from(path=None):
+    """SegNet(in_channels=2) with a model file's weights; a 1-channel model's reference stem weights are zero."""
+    obj = load_model_file(str(path or default_model_path()))
     base = build_from_file(obj, "segnet-s")
     cfg = obj["config"]
     model = SegNet(int(cfg["width"]), int(cfg["depth"]), int(cfg["blocks"]), in_channels=2)
@@ -64,23 +73,22 @@ def two_channel_from_v2():
     return model, obj.get("class_bias")
 
 
-def main(out: str, steps: int) -> None:
+def main(out: str, steps: int, init=None, lr: float = LR, data: str = "v3") -> None:
     torch.set_num_threads(2)
     torch.manual_seed(0)
     t0 = time.time()
-    parts = [render(range(2000, 2300), 12, scene="particles"), render(range(2300, 2500), 12),
-             render(range(0, 300), 6)]
+    parts = [render(range(a, b), n, **({"scene": sc} if sc else {})) for a, b, n, sc in DATA[data]]
     x_all = np.stack([a for p in parts for a in p[0]])
     cls_all = np.stack([a for p in parts for a in p[1]])
     inst_all = np.stack([a for p in parts for a in p[2]])
     print(f"data {x_all.shape} in {time.time() - t0:.0f} s", flush=True)
-    model, class_bias = two_channel_from_v2()
+    model, class_bias = two_channel_from(init)
     model.train()
     for mod in model.modules():  # keep v2's normalisation statistics, as fine-tuning does
         if isinstance(mod, torch.nn.BatchNorm2d):
             mod.eval()
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=steps, pct_start=0.05)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
     rng = np.random.default_rng(0)
     size = x_all.shape[-1]
     for step in range(steps):
@@ -109,4 +117,11 @@ def main(out: str, steps: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out")
+    ap.add_argument("steps", type=int)
+    ap.add_argument("--init", default=None, help="model file to start from (default: the shipped model)")
+    ap.add_argument("--lr", type=float, default=LR, help="one-cycle peak learning rate")
+    ap.add_argument("--data", choices=sorted(DATA), default="v3")
+    a = ap.parse_args()
+    main(a.out, a.steps, a.init, a.lr, a.data)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .instances import split_by_seams
+from .instances import split_by_seams, split_necks
 from .normalise import CONTRASTS
 from .reference import network_input
 
@@ -154,11 +154,16 @@ class NetworkSegmenter:
         Seam probability above which pixels separate touching objects.
     min_area_px : int
         Smallest object kept, px (at full resolution).
+    neck_h_px : float or None
+        Objects made of blobs joined by a neck are split where each blob's inscribed radius
+        exceeds the neck's half width by this much, px (:func:`~.instances.split_necks`); None
+        turns that off.
     """
 
     def __init__(self, model_dict: dict, path: Path, *, device: str = "cpu", scale: float = 1.0,
                  tile: int = 512, overlap: int = 64, batch: int = 8, optimise: str = "jit",
-                 threads: int | None = None, seam_threshold: float = 0.5, min_area_px: int = 16):
+                 threads: int | None = None, seam_threshold: float = 0.5, min_area_px: int = 16,
+                 neck_h_px: float | None = 3.0):
         import torch
 
         from .modelfile import build_from_file, sha256
@@ -177,6 +182,7 @@ class NetworkSegmenter:
         self.scale, self.tile, self.overlap, self.batch = float(scale), int(tile), int(overlap), int(batch)
         self.optimise = optimise
         self.seam_threshold, self.min_area_px = float(seam_threshold), int(min_area_px)
+        self.neck_h_px = None if neck_h_px is None else float(neck_h_px)
         self.class_bias = np.asarray(model_dict.get("class_bias") or (0.0, 0.0, 0.0), np.float32)
         model = build_from_file(model_dict, self.path).to(self.device)
         self.multiple = model.multiple
@@ -279,17 +285,19 @@ class NetworkSegmenter:
         else:
             lg = self.logits(xn)
         return decode(lg, seam_threshold=self.seam_threshold, min_area_px=self.min_area_px,
-                      probabilities=probabilities, class_bias=self.class_bias)
+                      probabilities=probabilities, class_bias=self.class_bias, neck_h_px=self.neck_h_px)
 
     __call__ = predict
 
 
 def decode(logits: np.ndarray, *, seam_threshold: float = 0.5, min_area_px: int = 16,
-           probabilities: bool = False, class_bias=None) -> SegmentationResult:
+           probabilities: bool = False, class_bias=None, neck_h_px: float | None = None) -> SegmentationResult:
     """Network logits (n, 4, Y, X) → classes, instances, per-frame confidence.
 
     ``class_bias`` (3 floats) is added to the class logits first: the model's calibrated decision
-    thresholds (:func:`tem_operando.segment.train.fit_class_bias`).
+    thresholds (:func:`tem_operando.segment.train.fit_class_bias`). Instances come from the seam
+    map (:func:`~.instances.split_by_seams`), then, with ``neck_h_px``, objects joined by a neck
+    are split (:func:`~.instances.split_necks`).
     """
     from scipy import ndimage
 
@@ -312,6 +320,8 @@ def decode(logits: np.ndarray, *, seam_threshold: float = 0.5, min_area_px: int 
     conf = np.empty(n)
     for i in range(n):
         inst = split_by_seams(classes[i] > 0, seam[i], threshold=seam_logit, min_area_px=min_area_px)
+        if neck_h_px is not None:
+            inst = split_necks(inst, h_px=neck_h_px, min_area_px=min_area_px)
         classes[i][(inst == 0) & (classes[i] > 0)] = 0  # specks below min_area_px
         instances[i] = inst
         region = ndimage.binary_dilation(inst > 0, iterations=3) if inst.any() else np.ones_like(inst, bool)
