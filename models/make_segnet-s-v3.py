@@ -2,7 +2,10 @@
 
 Recipe (CPU, 2 cores; the findings behind it: ``models/experiments/README.md``):
 
-    python models/experiments/reference_channel_train.py /tmp/ref2ch.pt 8000   # ~4 min rendering + ~35 min
+    git show 148ac44:tem_operando/models/segnet-s.pt > /tmp/v2.pt             # segnet-s v2 and its card
+    git show 148ac44:tem_operando/models/segnet-s.MODEL_CARD.md | sed 's/segnet-s.pt/v2.pt/' > /tmp/v2.MODEL_CARD.md
+    python models/experiments/reference_channel_train.py /tmp/ref2ch.pt 8000 --init /tmp/v2.pt --data v3
+                                                                   # ~4 min rendering + ~35 min
     python models/make_segnet-s-v3.py /tmp/ref2ch.pt tem_operando/models/segnet-s.pt
     tem-operando models calibrate tem_operando/models/segnet-s.pt --out tem_operando/models/segnet-s.pt
     tem-operando evaluate --model tem_operando/models/segnet-s.pt --synthetic 4 --update-card
