@@ -175,6 +175,19 @@ def test_every_nth_counts_image_frames(tmp_path):
     assert img.loc[img["analysed"].astype(bool), "n_objects"].notna().all()
 
 
+def test_every_nth_larger_than_a_chunk(tmp_path):
+    """Chunks with no frame to segment (every 4th frame, chunks of 2) are fine, with the baseline
+    and with the shipped (two-channel) network."""
+    s = _two_particles(n=12)
+    path = write_session(s, tmp_path / "m.hspy")
+    for model in ("baseline", None):
+        out = tmp_path / str(model)
+        analyze(path, out, _opts(model=model, every_nth=4, chunk_frames=2), report=False)
+        f = ResultStore(out).read_table("frames")
+        assert f["analysed"].tolist() == [i % 4 == 0 for i in range(12)]
+        assert f.loc[f["analysed"].astype(bool), "n_objects"].eq(2).all()
+
+
 def test_electrochemistry_log_and_dose_in_frames(session_path, tmp_path):
     log = tmp_path / "echem.csv"
     log.write_text("time_s,voltage_V,current_nA\n-5,1.0,10\n20,0.0,30\n")

@@ -9,7 +9,6 @@ and the pipeline. Tiny models only; the shipped model's science is in ``test_seg
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy import ndimage
 
@@ -79,8 +78,9 @@ def test_reference_shape_is_checked():
         network_input(np.zeros((2, 32, 32)), np.zeros((3, 32, 32)), 2)
 
 
-def test_network_input_without_reference_repeats_the_frame(data):
-    x = network_input(data.frames[:2], None, 2)
+def test_network_input_without_reference_repeats_the_frame_and_warns(data):
+    with pytest.warns(UserWarning, match="without a reference frame"):
+        x = network_input(data.frames[:2], None, 2)
     assert x.shape == (2, 2, 96, 96)
     np.testing.assert_array_equal(x[:, 0], x[:, 1])
     assert network_input(data.frames[:2], data.frames[0], 1).shape == (2, 1, 96, 96)
@@ -113,9 +113,11 @@ def test_two_channel_model_predicts_with_and_without_reference(two_channel_model
     assert with_ref.classes.shape == frames.shape
     # the reference is used: another one changes the logits
     xa = network_input(frames, frames[0], 2)
-    xb = network_input(frames, None, 2)
+    with pytest.warns(UserWarning, match="without a reference frame"):
+        xb = network_input(frames, None, 2)
     assert np.abs(seg.logits(xa) - seg.logits(xb)).max() > 1e-4
-    assert seg.predict(frames).classes.shape == frames.shape  # each frame its own reference
+    with pytest.warns(UserWarning, match="without a reference frame"):
+        assert seg.predict(frames).classes.shape == frames.shape  # each frame its own reference
     # a registered stack (n, Y, X) is taken as it is
     regd = register_reference(frames, frames[0])
     np.testing.assert_array_equal(seg.predict(frames, reference=regd).classes, with_ref.classes)
@@ -184,16 +186,61 @@ def test_pipeline_gives_two_channel_models_the_first_image_frame(two_channel_mod
     # every chunk, the later ones too, gets the recording's first frame moved by the pipeline's drift
     assert [len(r) for r in seen] == [3, 3, 2]
     got = np.concatenate(seen)
-    drift = pd.read_csv(tmp_path / "res" / ".work" / "reference_drift.csv").sort_values("frame")
-    moved = drift[["drift_y_px", "drift_x_px"]].to_numpy()
+    moved = np.load(tmp_path / "res" / ".work" / "reference_drift.npy")[:, ::-1]  # (dy, dx) of every frame
     true = true_shifts_px(s)
     assert np.abs(true[-1]).max() > 3  # the pipeline's drift follows the sample (as in test_training_reference_…)
     assert (np.abs(moved - true) <= 1.0 + 0.1 * np.abs(true)).all(), np.c_[true, moved]
     np.testing.assert_allclose(got, shift_reference(s.frames[0], moved), atol=1e-4)
     store = ResultStore(tmp_path / "res")
     assert store.read_summary()["status"] == "complete"
+    assert store.read_summary()["reference_frame"] == 0
 
     # the GUI's export carries it too, for retraining
     paint(store, 5, 2, points=[(40.0, 40.0)], radius=4)
     ann = load_annotation_set(export_annotation_set(store, tmp_path / "ann"))
     assert ann.reference.shape == (1, 96, 96)
+
+
+def test_structure_score_and_the_reference_choice():
+    from tem_operando.segment.reference import choose_reference, structure_score
+    from tem_operando.synth import image_series
+
+    rng = np.random.default_rng(0)
+    flat = rng.poisson(40.0, (128, 128)).astype(np.float32)
+    dark = rng.poisson(0.5, (128, 128)).astype(np.float32)  # beam blanked
+    s = image_series(3, (128, 128), scene="particles", rng=3, dose_e_per_px=20.0)
+    scores = [structure_score(f) for f in (dark, flat, *s.frames)]
+    assert scores[0] < 2 and scores[1] < 2, scores
+    assert min(scores[2:]) > 5, scores
+    assert choose_reference(scores) == 2
+    assert choose_reference(scores[2:]) == 0
+    assert choose_reference([1.0, 1.1]) == 0  # nothing with structure: the first frame
+    with pytest.raises(ValueError):
+        choose_reference([])
+
+
+def test_pipeline_passes_over_blank_first_frames_and_chains_drift_incrementally(two_channel_model, tmp_path):
+    from tem_operando.pipeline import AnalyzeOptions, analyze
+    from tem_operando.pipeline.analyze import REFERENCE_DRIFT, REFERENCE_STATE, write_reference_drift
+    from tem_operando.pipeline.chunks import chunk_ranges
+    from tem_operando.results import ResultStore
+    from tem_operando.synth import image_series, write_session
+
+    s = image_series(9, (96, 96), scene="particles", rng=4, drift_nm_per_s=(4.0, -3.0), dose_e_per_px=50.0)
+    s.frames[:2] = np.random.default_rng(1).poisson(0.3, s.frames[:2].shape)  # the beam was still blanked
+    rec = write_session(s, tmp_path / "s.hspy")
+    out = tmp_path / "res"
+    analyze(rec, out, AnalyzeOptions(model=str(two_channel_model), chunk_frames=3, scheduler="sync"), report=False)
+    assert ResultStore(out).read_summary()["reference_frame"] == 2
+    work = out / ".work"
+    whole = np.load(work / REFERENCE_DRIFT)
+    assert whole.shape == (9, 2) and np.isfinite(whole).all()
+    # chained again chunk by chunk (as --follow does): the same drift, the same reference
+    (work / REFERENCE_DRIFT).unlink()
+    (work / REFERENCE_STATE).unlink()
+    ranges = chunk_ranges(9, 3)
+    for k in range(1, len(ranges) + 1):
+        state = write_reference_drift(out, ranges[:k])
+        assert state["chained_to"] == ranges[k - 1][1]
+    np.testing.assert_allclose(np.load(work / REFERENCE_DRIFT), whole)
+    assert state["frame"] == 2

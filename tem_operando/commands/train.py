@@ -37,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--in-channels", type=int, choices=(1, 2), default=None,
                    help="2: the network also sees the recording's first image frame registered onto each frame "
                         "(better on thin reacted shells; fine-tuning a 1-channel model adds that input at zero "
-                        "weight); 1: the frame alone (default: the starting model's, 1 from scratch)")
+                        "weight); 1: the frame alone, from scratch only (default: the starting model's, 1 from scratch; "
+                        "channels can be added to a model, not dropped)")
     g.add_argument("--threads", type=int, default=2, metavar="N", help="CPU threads (default 2)")
     g.add_argument("--val-fraction", type=float, default=0.05, help="share of sessions held out for validation")
     g.add_argument("--max-frames-per-recording", type=int, default=None, metavar="N",

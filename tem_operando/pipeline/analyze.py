@@ -161,8 +161,12 @@ def _anchor(rec, start: int) -> tuple[int, np.ndarray] | None:
     return lo + k, chunk.frames[k]
 
 
-#: under ``.work/``: the absolute drift (px) of every image frame the drift pass has registered
-REFERENCE_DRIFT = "reference_drift.csv"
+#: under ``.work/``: the absolute drift (x, y px) of every frame the drift pass has registered, a
+#: dense (n_frames, 2) array (NaN: not an image frame, or not registered yet), read by each chunk
+#: for its own rows only (memory-mapped)
+REFERENCE_DRIFT = "reference_drift.npy"
+#: under ``.work/``: the reference frame chosen and how far the drift pass has been chained
+REFERENCE_STATE = "reference.json"
 
 
 def _register_chunk(rec, frames: np.ndarray, start: int) -> tuple[tuple[int, np.ndarray] | None, np.ndarray]:
@@ -182,37 +186,94 @@ def _drift_rows(index: np.ndarray, drift_px: np.ndarray, anchor, start: int) -> 
 
 def drift_job(spec: ChunkSpec, start: int, stop: int) -> dict[str, Any]:
     """The drift pass (runs before segmentation when the model wants a reference frame): each
-    chunk's image frames registered against its anchor, as the segmentation pass would."""
+    chunk's image frames registered against its anchor, as the segmentation pass would, and each
+    one's structure score (to pass over blank frames when choosing the reference)."""
+    from ..segment.reference import structure_score
+
     _single_blas_thread_in_workers()
     t0 = time.perf_counter()
     with _open(spec) as rec:
         chunk = next(rec.iter_chunks(stop - start, start, stop, align=False))
         img = chunk.mode == "image"
-        rows = pd.DataFrame(columns=["frame", "drift_rel_x_px", "drift_rel_y_px", "anchor", "chunk_start"])
+        rows = pd.DataFrame(columns=["frame", "drift_rel_x_px", "drift_rel_y_px", "anchor", "chunk_start",
+                                     "structure"])
         if img.any():
             anchor, drift_px = _register_chunk(rec, chunk.frames[img], start)
             rows = _drift_rows(chunk.index[img], drift_px, anchor, start)
+            rows["structure"] = [structure_score(f) for f in chunk.frames[img]]
     return {"image_frames": rows, "_stage_s": {"drift_pass_s": time.perf_counter() - t0}}
 
 
-def write_reference_drift(folder: Path, ranges) -> None:
-    """Chain the drift pass' chunks into the absolute drift of every image frame so far."""
-    drift = chain_drift(gather(folder, ranges, "image_frames", kind="drift"))
-    atomic_write_text(Path(folder) / WORK / REFERENCE_DRIFT, drift.to_csv(index=False, float_format="%.12g"))
+def _read_reference_state(work: Path) -> dict:
+    import json
+
+    path = work / REFERENCE_STATE
+    if not path.is_file():
+        return {"frame": None, "chained_to": 0, "last": [0.0, 0.0]}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_reference_drift(folder: Path, ranges) -> dict:
+    """Chain the drift pass' chunks not chained yet onto the absolute drift of the frames before them.
+
+    Incremental: ``--follow`` calls it after every poll, and only the new chunks are read. The
+    reference frame is chosen once, among the first image frames the pass registered
+    (:func:`~tem_operando.segment.reference.choose_reference`). Returns the state
+    (``frame``: the reference frame, ``chained_to``: frames chained so far).
+    """
+    import io
+    import json
+
+    from .._files import atomic_write_bytes
+    from ..segment.reference import choose_reference
+
+    work = Path(folder) / WORK
+    state = _read_reference_state(work)
+    ranges = sorted(ranges)
+    new = [(s, e) for s, e in ranges if s >= int(state["chained_to"])]
+    if not new:
+        return state
+    n = max(e for _, e in ranges)
+    path = work / REFERENCE_DRIFT
+    old = np.load(path) if path.is_file() else np.empty((0, 2))
+    absolute = np.full((max(n, len(old)), 2), np.nan)
+    absolute[: len(old)] = old
+    rows = gather(folder, new, "image_frames", kind="drift")
+    if not rows.empty:
+        chained = chain_drift(rows, known=absolute, last=state["last"])
+        f = chained["frame"].to_numpy(int)
+        absolute[f] = chained[["drift_x_px", "drift_y_px"]].to_numpy(float)
+        state["last"] = [float(v) for v in absolute[f[-1]]]
+        if state["frame"] is None:  # the first image frames the pass saw (up to one chunk's worth)
+            first = rows.sort_values("frame").head(max(e - s for s, e in new))
+            state["frame"] = int(first["frame"].iloc[choose_reference(first["structure"].to_numpy(float))])
+    state["chained_to"] = int(new[-1][1])
+    buf = io.BytesIO()
+    np.save(buf, absolute)
+    atomic_write_bytes(path, buf.getvalue())  # before the state: a crash in between re-chains the same chunks
+    atomic_write_text(work / REFERENCE_STATE, json.dumps(state))
+    return state
 
 
 def _reference_frames(rec, spec: ChunkSpec, index: np.ndarray) -> np.ndarray:
-    """The recording's first image frame moved onto each of frames ``index`` by the drift pass' drift."""
+    """The reference frame (the recording's first image frame with structure) moved onto each of
+    frames ``index`` by the drift pass' drift."""
     from ..segment.reference import shift_reference
 
-    path = Path(spec.results_dir) / WORK / REFERENCE_DRIFT
-    drift = pd.read_csv(path).set_index("frame").sort_index()
-    missing = np.setdiff1d(index, drift.index.to_numpy())
-    if missing.size:
-        raise TemOperandoError(f"{path}: no drift for frames {missing[:5].tolist()}; the drift pass did not run")
-    first = int(drift.index[0])
-    d = drift.loc[index, ["drift_y_px", "drift_x_px"]].to_numpy(float) - drift.loc[first, ["drift_y_px", "drift_x_px"]].to_numpy(float)
-    return shift_reference(np.asarray(rec.frame(first), np.float32), d)
+    work = Path(spec.results_dir) / WORK
+    state = _read_reference_state(work)
+    path = work / REFERENCE_DRIFT
+    drift = np.load(path, mmap_mode="r") if path.is_file() else np.empty((0, 2))
+    ref = state["frame"]
+    ok = (index < len(drift)) & (ref is not None)
+    d = np.full((len(index), 2), np.nan)
+    d[ok] = np.asarray(drift[index[ok]])
+    missing = index[~np.isfinite(d).all(axis=1)]
+    if missing.size or ref is None:
+        raise TemOperandoError(f"{path}: no drift for frames {missing[:5].tolist()}; the drift pass did not run "
+                               "for them")
+    d = d - np.asarray(drift[int(ref)], float)
+    return shift_reference(np.asarray(rec.frame(int(ref)), np.float32), d[:, ::-1].copy())
 
 
 def _drift_from_pass(spec: ChunkSpec, start: int, stop: int | None, index: np.ndarray):
@@ -255,7 +316,7 @@ def image_stage(rec, spec: ChunkSpec, frames: np.ndarray, index: np.ndarray, tim
         keep = np.ones(len(index), bool)
     t0 = time.perf_counter()
     segmenter = get_segmenter(p.get("model"), p.get("device", "cpu"))
-    if getattr(segmenter, "in_channels", 1) > 1:  # two-channel model: the first image frame, registered
+    if getattr(segmenter, "in_channels", 1) > 1 and keep.any():  # two-channel model: the reference frame, registered
         t1 = time.perf_counter()
         reference = _reference_frames(rec, spec, index[keep])
         timings["reference_s"] = time.perf_counter() - t1
@@ -399,25 +460,37 @@ def chunk_job(spec: ChunkSpec, start: int, stop: int) -> dict[str, Any]:
 # once per recording: chaining, linking, kinetics, timeline
 
 
-def chain_drift(image_frames: pd.DataFrame) -> pd.DataFrame:
+def chain_drift(image_frames: pd.DataFrame, *, known: np.ndarray | None = None, last=None) -> pd.DataFrame:
     """Absolute drift (px) of every image frame from each chunk's drift relative to its anchor.
 
     A chunk registers its image frames against its anchor (the last image frame before it);
     the anchor's absolute drift, known from the previous chunk, is added. A chunk without an
     anchor (the first, or one after a long diffraction burst) starts from the last known drift.
+    ``known`` (a dense (n, 2) array, NaN where unknown) and ``last`` continue an earlier chaining.
     """
     cols = ["frame", "drift_x_px", "drift_y_px"]
     if image_frames.empty:
         return pd.DataFrame(columns=cols)
     df = image_frames.sort_values("frame")
     absolute: dict[int, np.ndarray] = {}
-    last = np.zeros(2)
+    if known is not None:
+        def lookup(a: int):
+            if a in absolute:
+                return absolute[a]
+            if 0 <= a < len(known) and np.isfinite(known[a]).all():
+                return np.asarray(known[a], float)
+            return None
+    else:
+        def lookup(a: int):
+            return absolute.get(a)
+    last = np.zeros(2) if last is None else np.asarray(last, float)
     rows = []
     for _, grp in df.groupby("chunk_start", sort=True):
         anchor = int(grp["anchor"].iloc[0])
-        base = absolute.get(anchor, last)
+        base = lookup(anchor)
         rel = grp[["drift_rel_x_px", "drift_rel_y_px"]].to_numpy(float)
-        if anchor not in absolute:
+        if base is None:
+            base = last
             rel = rel - rel[0]  # relative to the chunk's own first image frame
         for f, r in zip(grp["frame"].to_numpy(), rel):
             absolute[int(f)] = base + r
@@ -595,8 +668,12 @@ def recording_info(input_path: Path, open_kwargs: dict) -> dict:
 
 
 def prepare(input_path: str | os.PathLike, out: str | os.PathLike, opts: AnalyzeOptions, *, resume: bool = False,
-            input_sha256: str | None = None, max_frames: int | None = None) -> Run:
-    """Validate the input and options, set up (or reopen for ``resume``) the results folder."""
+            input_sha256: str | None = None, max_frames: int | None = None, growing: bool = False) -> Run:
+    """Validate the input and options, set up (or reopen for ``resume``) the results folder.
+
+    ``growing``: the recording is still being written (``--follow``): image frames may come
+    later even if none are there yet, so the model is checked (and its reference pass set up) now.
+    """
     t_start = time.perf_counter()
     from ..segment.infer import resolve_model
 
@@ -626,7 +703,7 @@ def prepare(input_path: str | os.PathLike, out: str | os.PathLike, opts: Analyze
     # every check that can fail runs before a previous run's results are touched
     model_name, model_sha = model_identity(model_file)
     two_channel = False
-    if info["modes"].get("image") or info["modes"].get("unknown"):
+    if info["modes"].get("image") or info["modes"].get("unknown") or (growing and model_file != "baseline"):
         seg = get_segmenter(model_file, opts.device)  # a model file that is not ours fails here
         two_channel = getattr(seg, "in_channels", 1) > 1  # it wants the first frame, registered: a drift pass
     analyzer, dfacts = prepare_diffraction(input_path, open_kwargs, info, opts, phase_names)
@@ -677,7 +754,9 @@ def run_passes(run: Run, ranges: list[tuple[int, int]], *, all_ranges: list[tupl
             every = list(all_ranges if all_ranges is not None else ranges)
             records += run_chunks(drift_job, replace(spec, kind="drift"), every, scheduler=o.scheduler,
                                   workers=o.workers)
-            write_reference_drift(run.store.folder, every)
+            state = write_reference_drift(run.store.folder, every)
+            if state["frame"] is not None and run.store.read_summary().get("reference_frame") != state["frame"]:
+                run.store.update_summary(reference_frame=state["frame"])
         records += run_chunks(chunk_job, spec, ranges, scheduler=o.scheduler, workers=o.workers, on_done=on_done)
     return records
 

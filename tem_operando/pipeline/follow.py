@@ -72,7 +72,7 @@ def _follow(path: Path, out, opts: AnalyzeOptions, *, timeout_s: float, poll_s: 
     while _frames_available(path, {}) == 0 and time.monotonic() < deadline:
         time.sleep(poll_s)
     run: Run = prepare(path, out, opts, input_sha256="(growing recording: set when it stops growing)",
-                       max_frames=max_frames)
+                       max_frames=max_frames, growing=True)
     chunk = opts.chunk_frames
     done_to = 0
     ranges: list[tuple[int, int]] = []

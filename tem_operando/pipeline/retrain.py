@@ -154,6 +154,13 @@ def retrain(data: Sequence[str | os.PathLike], out: str | os.PathLike, options: 
     if not data:
         raise TemOperandoError("no training data given")
     init = _resolve_init(o.init)
+    if init and o.in_channels:  # before the data are loaded (minutes for real data)
+        from ..segment.modelfile import load_model_file
+
+        have = int(load_model_file(init)["config"].get("in_channels", 1))
+        if o.in_channels < have:
+            raise TemOperandoError(f"{init}: a {have}-channel model cannot be fine-tuned to {o.in_channels} input "
+                                   f"channel(s) (channels can be added, not dropped); leave --in-channels out")
 
     with tempfile.TemporaryDirectory(prefix="tem-operando-train-") as tmp:
         paths, sources = results_as_annotation_sets(data, Path(tmp))

@@ -999,9 +999,11 @@ def export_annotation_set(store: ResultStore, out_dir: str | os.PathLike, frames
             ins.append(i)
         from .._registration import shift_reference
 
-        # the recording's first image frame moved onto each frame by the analysis' drift: what
-        # two-channel models see beside each frame
-        first = int(fr.index[fr["mode"] == "image"][0])
+        # the analysis' reference frame (its first image frame with structure; older analyses: the
+        # first image frame) moved onto each frame by the analysis' drift: what two-channel models
+        # see beside each frame
+        first = store.read_summary().get("reference_frame")
+        first = int(fr.index[fr["mode"] == "image"][0]) if first is None or int(first) not in fr.index else int(first)
         nm = float(rep.nm_per_px)
         if {"drift_x_nm", "drift_y_nm"} <= set(fr.columns) and nm > 0:
             d = fr[["drift_y_nm", "drift_x_nm"]].to_numpy(float) / nm

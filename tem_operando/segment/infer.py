@@ -278,6 +278,9 @@ class NetworkSegmenter:
         if a.ndim != 3:
             raise ValueError(f"frames must be (n, Y, X) or (Y, X), got shape {a.shape}")
         n, Y, X = a.shape
+        if n == 0:  # e.g. a chunk whose frames are all skipped by --every-nth
+            return SegmentationResult(np.zeros(a.shape, np.uint8), np.zeros(a.shape, np.uint32), np.zeros(0),
+                                      np.zeros((0, 3, Y, X), np.float16) if probabilities else None)
         xn = network_input(a, reference, self.in_channels)
         if self.scale < 1:
             wy, wx = max(int(round(Y * self.scale)), 8), max(int(round(X * self.scale)), 8)

@@ -17,10 +17,52 @@ import numpy as np
 from .._registration import hann_window, prepare, register, shift_reference
 from .normalise import normalise
 
-__all__ = ["network_input", "reference_shifts_px", "register_reference", "shift_reference"]
+__all__ = ["choose_reference", "network_input", "reference_shifts_px", "register_reference", "shift_reference",
+           "structure_score"]
 
 #: difference-of-Gaussians band of the registration, px (as the pipeline's drift registration)
 SIGMA_LO_PX, SIGMA_HI_PX = 1.5, 12.0
+
+
+def structure_score(frame: np.ndarray) -> float:
+    """How much a frame shows beyond its noise (≈ 1 for a flat frame: beam blanked, empty field).
+
+    The variance of the 4×4-binned frame (its 0.5–99.5 % range: a few hot pixels do not count)
+    over the variance its pixel noise alone would give a 4×4 bin (noise from neighbouring-pixel
+    differences).
+    """
+    x = np.asarray(frame, np.float32)
+    Y, X = (x.shape[0] // 4) * 4, (x.shape[1] // 4) * 4
+    if Y == 0 or X == 0:
+        return float("nan")
+    b = x[:Y, :X].reshape(Y // 4, 4, X // 4, 4).mean(axis=(1, 3))
+    b = np.clip(b, *np.percentile(b, [0.5, 99.5]))
+    noise_px = float(np.mean(np.abs(np.diff(x, axis=1)))) * np.sqrt(np.pi) / 2  # Gaussian: E|a − b| = 2σ/√π
+    return float(np.var(b) / max(noise_px ** 2 / 16, 1e-12))
+
+
+def choose_reference(scores: np.ndarray, *, min_score: float = 3.0, rel: float = 0.5) -> int:
+    """Which of a recording's first image frames to use as the reference.
+
+    The first frame whose :func:`structure_score` reaches ``max(min_score, rel × the median
+    score)`` — a recording that starts with the beam blanked or on an empty field gets its
+    first real image — else the first frame.
+
+    Parameters
+    ----------
+    scores : ndarray, (n,)
+        Structure scores of the first image frames, in order.
+
+    Returns
+    -------
+    int
+        Position in ``scores``.
+    """
+    s = np.asarray(scores, float)
+    if s.size == 0:
+        raise ValueError("no image frames to choose a reference from")
+    ok = np.flatnonzero(np.nan_to_num(s, nan=0.0) >= max(min_score, rel * float(np.nanmedian(s))))
+    return int(ok[0]) if ok.size else 0
 
 
 def reference_shifts_px(frames: np.ndarray, reference: np.ndarray, *, upsample: int = 10) -> np.ndarray:
@@ -95,6 +137,11 @@ def network_input(frames: np.ndarray, reference: np.ndarray | None = None, in_ch
     if in_channels != 2:
         raise ValueError(f"models with {in_channels} input channels are not supported (1 or 2)")
     if reference is None:
+        import warnings
+
+        warnings.warn("a two-channel model without a reference frame: each frame is used as its own "
+                      "reference, which segments reacted material less well; pass reference= (the "
+                      "recording's first image frame, moved onto each frame)", UserWarning, stacklevel=3)
         return np.stack([xn, xn], 1)
     ref = np.asarray(reference)
     if ref.ndim == 2:

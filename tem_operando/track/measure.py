@@ -194,6 +194,8 @@ def measure_objects(
     if not (nm > 0):
         raise ValueError(f"nm_per_px must be > 0, got {nm_per_px!r}")
 
+    if T == 0:
+        return _empty()
     flat = lab.reshape(T, -1)
     tt, pix = np.nonzero(flat)
     if tt.size == 0:
