@@ -59,9 +59,11 @@ def main(argv=None) -> int:
         rows = [
             ("network eager, forward only", lambda f, xn=xn: eager.logits(xn[: len(f)])),
             ("network optimised, forward only", lambda f, xn=xn: opt.logits(xn[: len(f)])),
-            ("network eager, full predict", eager.predict),
-            ("network optimised, full predict", opt.predict),
-            ("network optimised, scale 0.5, full", half.predict),
+            # as in the pipeline: the reference already moved onto each frame (n, Y, X)
+            ("network eager, full predict", lambda f: eager.predict(f, reference=np.broadcast_to(f[0], f.shape))),
+            ("network optimised, full predict", lambda f: opt.predict(f, reference=np.broadcast_to(f[0], f.shape))),
+            ("network optimised, scale 0.5, full",
+             lambda f: half.predict(f, reference=np.broadcast_to(f[0], f.shape))),
             ("baseline (scikit-image)", base.predict),
         ]
         ref = None
