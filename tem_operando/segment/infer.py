@@ -153,7 +153,8 @@ class NetworkSegmenter:
     seam_threshold : float
         Seam probability above which pixels separate touching objects.
     min_area_px : int
-        Smallest object kept, px (at full resolution).
+        Smallest object kept, px (at full resolution; 32: one-frame noise specks go, objects
+        narrower than ~6 px go with them).
     neck_h_px : float or None
         Objects made of blobs joined by a neck are split where each blob's inscribed radius
         exceeds the neck's half width by this much, px (:func:`~.instances.split_necks`); None
@@ -162,7 +163,7 @@ class NetworkSegmenter:
 
     def __init__(self, model_dict: dict, path: Path, *, device: str = "cpu", scale: float = 1.0,
                  tile: int = 512, overlap: int = 64, batch: int = 8, optimise: str = "jit",
-                 threads: int | None = None, seam_threshold: float = 0.5, min_area_px: int = 16,
+                 threads: int | None = None, seam_threshold: float = 0.5, min_area_px: int = 32,
                  neck_h_px: float | None = 3.0):
         import torch
 
