@@ -239,8 +239,14 @@ def test_pipeline_passes_over_blank_first_frames_and_chains_drift_incrementally(
     (work / REFERENCE_DRIFT).unlink()
     (work / REFERENCE_STATE).unlink()
     ranges = chunk_ranges(9, 3)
+    from tem_operando.io import open_recording
+
+    def read_frames(index):
+        with open_recording(rec) as r:
+            return np.stack([r.frame(int(i)) for i in index])
+
     for k in range(1, len(ranges) + 1):
-        state = write_reference_drift(out, ranges[:k])
+        state = write_reference_drift(out, ranges[:k], read_frames)
         assert state["chained_to"] == ranges[k - 1][1]
     np.testing.assert_allclose(np.load(work / REFERENCE_DRIFT), whole)
     assert state["frame"] == 2

@@ -186,21 +186,16 @@ def _drift_rows(index: np.ndarray, drift_px: np.ndarray, anchor, start: int) -> 
 
 def drift_job(spec: ChunkSpec, start: int, stop: int) -> dict[str, Any]:
     """The drift pass (runs before segmentation when the model wants a reference frame): each
-    chunk's image frames registered against its anchor, as the segmentation pass would, and each
-    one's structure score (to pass over blank frames when choosing the reference)."""
-    from ..segment.reference import structure_score
-
+    chunk's image frames registered against its anchor, as the segmentation pass would."""
     _single_blas_thread_in_workers()
     t0 = time.perf_counter()
     with _open(spec) as rec:
         chunk = next(rec.iter_chunks(stop - start, start, stop, align=False))
         img = chunk.mode == "image"
-        rows = pd.DataFrame(columns=["frame", "drift_rel_x_px", "drift_rel_y_px", "anchor", "chunk_start",
-                                     "structure"])
+        rows = pd.DataFrame(columns=["frame", "drift_rel_x_px", "drift_rel_y_px", "anchor", "chunk_start"])
         if img.any():
             anchor, drift_px = _register_chunk(rec, chunk.frames[img], start)
             rows = _drift_rows(chunk.index[img], drift_px, anchor, start)
-            rows["structure"] = [structure_score(f) for f in chunk.frames[img]]
     return {"image_frames": rows, "_stage_s": {"drift_pass_s": time.perf_counter() - t0}}
 
 
@@ -213,19 +208,20 @@ def _read_reference_state(work: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def write_reference_drift(folder: Path, ranges) -> dict:
+def write_reference_drift(folder: Path, ranges, read_frames: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
     """Chain the drift pass' chunks not chained yet onto the absolute drift of the frames before them.
 
     Incremental: ``--follow`` calls it after every poll, and only the new chunks are read. The
-    reference frame is chosen once, among the first image frames the pass registered
-    (:func:`~tem_operando.segment.reference.choose_reference`). Returns the state
-    (``frame``: the reference frame, ``chained_to``: frames chained so far).
+    reference frame is chosen once, among the first image frames the pass registered (up to a
+    chunk's worth, read with ``read_frames(index)``; without it, the first image frame):
+    :func:`~tem_operando.segment.reference.choose_reference`. Returns the state (``frame``: the
+    reference frame, ``chained_to``: frames chained so far).
     """
     import io
     import json
 
     from .._files import atomic_write_bytes
-    from ..segment.reference import choose_reference
+    from ..segment.reference import choose_reference, structure_score
 
     work = Path(folder) / WORK
     state = _read_reference_state(work)
@@ -245,8 +241,9 @@ def write_reference_drift(folder: Path, ranges) -> dict:
         absolute[f] = chained[["drift_x_px", "drift_y_px"]].to_numpy(float)
         state["last"] = [float(v) for v in absolute[f[-1]]]
         if state["frame"] is None:  # the first image frames the pass saw (up to one chunk's worth)
-            first = rows.sort_values("frame").head(max(e - s for s, e in new))
-            state["frame"] = int(first["frame"].iloc[choose_reference(first["structure"].to_numpy(float))])
+            first = rows.sort_values("frame")["frame"].to_numpy(int)[: max(e - s for s, e in new)]
+            scores = [structure_score(f) for f in read_frames(first)] if read_frames is not None else [0.0]
+            state["frame"] = int(first[choose_reference(scores)])
     state["chained_to"] = int(new[-1][1])
     buf = io.BytesIO()
     np.save(buf, absolute)
@@ -754,7 +751,11 @@ def run_passes(run: Run, ranges: list[tuple[int, int]], *, all_ranges: list[tupl
             every = list(all_ranges if all_ranges is not None else ranges)
             records += run_chunks(drift_job, replace(spec, kind="drift"), every, scheduler=o.scheduler,
                                   workers=o.workers)
-            state = write_reference_drift(run.store.folder, every)
+            def read_frames(index: np.ndarray) -> np.ndarray:
+                with _open(spec) as rec:
+                    return np.stack([rec.frame(int(i)) for i in index])
+
+            state = write_reference_drift(run.store.folder, every, read_frames)
             if state["frame"] is not None and run.store.read_summary().get("reference_frame") != state["frame"]:
                 run.store.update_summary(reference_frame=state["frame"])
         records += run_chunks(chunk_job, spec, ranges, scheduler=o.scheduler, workers=o.workers, on_done=on_done)

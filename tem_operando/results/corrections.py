@@ -1002,7 +1002,8 @@ def export_annotation_set(store: ResultStore, out_dir: str | os.PathLike, frames
         # the analysis' reference frame (its first image frame with structure; older analyses: the
         # first image frame) moved onto each frame by the analysis' drift: what two-channel models
         # see beside each frame
-        first = store.read_summary().get("reference_frame")
+        summary = store.read_summary()
+        first = summary.get("reference_frame")
         first = int(fr.index[fr["mode"] == "image"][0]) if first is None or int(first) not in fr.index else int(first)
         nm = float(rep.nm_per_px)
         if {"drift_x_nm", "drift_y_nm"} <= set(fr.columns) and nm > 0:
@@ -1013,7 +1014,6 @@ def export_annotation_set(store: ResultStore, out_dir: str | os.PathLike, frames
         else:
             reference = np.asarray(rec.frame(first), np.float32)  # registered when read
     entries = list(store.corrections())
-    summary = store.read_summary()
     dose = fr.loc[frames, "dose_e_per_px"].to_numpy(float) if "dose_e_per_px" in fr else None
     prov = {"recording": summary.get("input"), "recording_sha256": summary.get("input_sha256"),
             "results": str(store.folder.resolve()), "model": summary.get("model"),
