@@ -51,3 +51,14 @@ def test_models_list_shows_shipped_and_user_models(tmp_path, monkeypatch, capsys
     assert "shipped (default)" in out and "segnet-s" in out and row and row.group(1) in out
     line = next(ln for ln in out.splitlines() if "mine" in ln)
     assert line.startswith("user") and "MISMATCH" in line
+
+
+def test_dropping_input_channels_fails_before_the_data_are_read(tmp_path):
+    """The shipped model has two input channels: asking for one fails at once, naming the model,
+    before the (here missing) data are looked at, and writes nothing."""
+    from tem_operando.pipeline.retrain import RetrainOptions, retrain
+
+    with pytest.raises(TemOperandoError, match="cannot be fine-tuned to 1 input"):
+        retrain([tmp_path / "no-such-data"], tmp_path / "out.pt", RetrainOptions(init="default", in_channels=1),
+                progress=False, log=lambda *a: None)
+    assert not (tmp_path / "out.pt").exists()
