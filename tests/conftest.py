@@ -32,3 +32,72 @@ def hand_session(n_frames: int = 6, shape=(40, 48), *, modes=None, nm_per_px: fl
 @pytest.fixture
 def tiny_session():
     return hand_session()
+
+
+# -- a watchdog for hung tests ----------------------------------------------------------------------
+# A test that hangs must not hold CI until its limit and leave only pytest's own frames in the last
+# lines of the log: after TEM_OPERANDO_TEST_LIMIT_S seconds in one test's setup, call or teardown the
+# watchdog prints every thread's stack (the main thread last), then the test's node id as the very
+# last line, ends the test process's children and exits the run with status 3.
+TEST_LIMIT_S = float(os.environ.get("TEM_OPERANDO_TEST_LIMIT_S", "1200"))
+
+
+def _dump_and_exit(item, when: str, limit_s: float) -> None:  # pragma: no cover - only on a hang
+    import sys
+    import threading
+    import traceback
+
+    capman = item.config.pluginmanager.getplugin("capturemanager")
+    if capman is not None:  # write to the run's own stderr, not into the test's captured output
+        try:
+            capman.suspend_global_capture(in_=True)
+        except Exception:  # noqa: BLE001
+            pass
+    frames = sys._current_frames()
+    names = {t.ident: t.name for t in threading.enumerate()}
+    main = threading.main_thread().ident
+    me = threading.get_ident()
+    out = sys.__stderr__
+    for ident in sorted(frames, key=lambda i: i == main):
+        if ident == me:
+            continue
+        print(f"\n--- thread {names.get(ident, ident)} (most recent call last) ---", file=out)
+        print("".join(traceback.format_stack(frames[ident])[-12:]), file=out, end="")
+    try:
+        import psutil
+
+        for child in psutil.Process().children(recursive=True):
+            child.kill()
+    except Exception:  # noqa: BLE001 - best effort; the exit below ends the run anyway
+        pass
+    print(f"\nHUNG TEST: {item.nodeid} ({when}) still running after {limit_s:.0f} s; stacks above", file=out, flush=True)
+    os._exit(3)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    import threading
+
+    state = {"when": "setup"}
+
+    def _report_phase(when):
+        state["when"] = when
+
+    item._tem_phase = _report_phase
+    timer = threading.Timer(TEST_LIMIT_S, lambda: _dump_and_exit(item, state["when"], TEST_LIMIT_S))
+    timer.daemon = True
+    timer.start()
+    try:
+        return (yield)
+    finally:
+        timer.cancel()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item):
+    getattr(item, "_tem_phase", lambda w: None)("call")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item, nextitem):
+    getattr(item, "_tem_phase", lambda w: None)("teardown")

@@ -125,7 +125,7 @@ def test_resume_after_sigkill_gives_identical_results(session_path, tmp_path):
         f.write_bytes(b"half a file")
     for f in stale + kept[:2]:
         os.utime(f, (time.time() - 3600, time.time() - 3600))  # the last one is a live writer's: seconds old
-    r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True)
+    r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert json.loads((out / "summary.json").read_text())["status"] == "complete"
     assert not any(f.exists() for f in stale) and all(f.exists() for f in kept)

@@ -15,6 +15,7 @@ convolutions, uses channels-last tensors and a frozen TorchScript graph per inpu
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,6 +195,7 @@ class NetworkSegmenter:
         self.model = model.eval()
         self._compiled = torch.compile(self.model) if optimise == "compile" else None
         self._traced: dict = {}
+        self._trace_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"NetworkSegmenter({self.name!r}, device={self.device!s}, scale={self.scale}, optimise={self.optimise!r})"
@@ -215,10 +217,18 @@ class NetworkSegmenter:
                     key = tuple(t.shape)
                     fn = self._traced.get(key)
                     if fn is None:
-                        fn = _trace(self.model, t)
-                        if len(self._traced) > 16:
-                            self._traced.clear()
-                        self._traced[key] = fn
+                        # one thread traces and warms up a shape while the others wait: chunks run in
+                        # Dask threads sharing this segmenter, and TorchScript's tracing, freezing and
+                        # first (profiling) runs of a new graph are not made for several threads at once
+                        with self._trace_lock:
+                            fn = self._traced.get(key)
+                            if fn is None:
+                                fn = _trace(self.model, t)
+                                for _ in range(2):
+                                    fn(t)
+                                if len(self._traced) > 16:
+                                    self._traced.clear()
+                                self._traced[key] = fn
                     out = fn(t)
         return out.float().cpu().numpy()
 
