@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -255,15 +257,22 @@ def test_killed_mid_edit_loses_nothing(folder, tmp_path):
     before = (folder / "objects.csv").read_bytes()
     script = KILL_SCRIPT.format(gui=str(ROOT / "gui"), folder=str(folder), ini=str(tmp_path / "k.ini"), x=x, y=y)
     p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue = queue.Queue()  # read in a thread: a child that hangs silently must not hang the test
+    threading.Thread(target=lambda: ([lines.put(ln) for ln in p.stdout], lines.put("")), daemon=True).start()
     try:
-        line = ""
-        t0 = time.time()
-        while "JOURNALED" not in line and time.time() - t0 < 60:
-            line = p.stdout.readline()
-            if not line and p.poll() is not None:
+        line, deadline = "", time.time() + 60
+        while "JOURNALED" not in line:
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.time()))
+            except queue.Empty:
+                raise AssertionError("the GUI process did not reach the edit within 60 s") from None
+            if not line:  # the child closed its output: it ended before the edit
+                p.wait(10)
                 raise AssertionError(p.stderr.read())
         os.kill(p.pid, signal.SIGKILL)
     finally:
+        if p.poll() is None:
+            p.kill()
         p.wait(10)
     assert p.returncode == -signal.SIGKILL
     assert (folder / "objects.csv").read_bytes() == before  # killed before the tables were rewritten
