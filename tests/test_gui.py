@@ -32,6 +32,18 @@ from tem_operando.results import ResultStore
 from tem_operando.results import corrections as corr
 
 
+@pytest.fixture(scope="module", autouse=True)
+def gc_in_the_gui_thread(qapp):
+    """As in the app: Python's cyclic collector runs only in the GUI thread while these tests run
+    (a collection in the journal-replay thread that freed an earlier test's window deadlocked
+    against the GUI thread), and automatic collection is back on for the tests after them."""
+    from tem_operando_gui.app import gc_in_gui_thread, stop_gc_in_gui_thread
+
+    gc_in_gui_thread()
+    yield
+    stop_gc_in_gui_thread()
+
+
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):
     return make_results(tmp_path_factory.mktemp("gui"), n_frames=14, size=128)
@@ -53,6 +65,26 @@ def window(folder, qtbot, tmp_path):
     qtbot.addWidget(win)
     win.show()
     return win
+
+
+def test_garbage_is_collected_in_the_gui_thread_only(window, qtbot):
+    """Automatic collection is off once a window exists; the GUI thread's timer frees a dropped
+    window caught in a reference cycle."""
+    import gc
+    import weakref
+
+    from qtpy import QtWidgets
+
+    assert not gc.isenabled()
+    w = QtWidgets.QWidget()
+    QtWidgets.QMenu(w).addAction("x")
+    w.cycle = w  # only the cyclic collector can free it
+    ref = weakref.ref(w)
+    del w
+    junk = [[] for _ in range(5 * gc.get_threshold()[0])]  # past the first generation's threshold
+    assert ref() is not None
+    qtbot.waitUntil(lambda: ref() is None, timeout=5000)
+    del junk
 
 
 def _free_point(model, r=5):

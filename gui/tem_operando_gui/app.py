@@ -47,12 +47,46 @@ class _Invoker(QtCore.QObject):
         self.call.emit(fn)
 
 
+_GC = None
+
+
+def gc_in_gui_thread() -> None:
+    """Run Python's cyclic garbage collector only in the Qt GUI thread (pyqtgraph's
+    ``GarbageCollector``: automatic collection off, a 1 s timer in this thread collects instead).
+
+    A collection that a background thread starts (the journal replay, the analysis or training
+    worker) and that frees a closed window's Qt objects runs their C++ destructors in that thread;
+    a destructor takes a Qt lock, then waits for the GIL, while the GUI thread holds the GIL and
+    waits for the same lock: the app hangs (seen in the test suite). Call from the GUI thread;
+    calling again does nothing.
+    """
+    global _GC
+    if _GC is None:
+        from pyqtgraph.util.garbage_collector import GarbageCollector
+
+        _GC = GarbageCollector(interval=1.0)
+
+
+def stop_gc_in_gui_thread() -> None:
+    """Undo :func:`gc_in_gui_thread`: collect now, in the calling (GUI) thread, and turn automatic
+    collection back on (tests that go on without an event loop)."""
+    import gc
+
+    global _GC
+    if _GC is not None:
+        _GC.timer.stop()
+        _GC = None
+    gc.collect()
+    gc.enable()
+
+
 class MainWindow(QtWidgets.QMainWindow):
     """Review-and-correct window. ``MainWindow(path)`` opens a results folder or a recording."""
 
     def __init__(self, path: str | os.PathLike | None = None, settings: QtCore.QSettings | None = None,
                  ask: bool = True):
         prewarm()
+        gc_in_gui_thread()
         super().__init__()
         self.settings = settings or QtCore.QSettings(ORG, APP)
         self.ask = ask
