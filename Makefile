@@ -24,7 +24,11 @@ demo: $(STAMP)
 	$(BIN)/python -m tem_operando.demo $(DEMO)
 
 test: $(STAMP)
-	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -p no:cacheprovider -o faulthandler_timeout=600
+	@rm -f .pytest-current
+	QT_QPA_PLATFORM=offscreen TEM_OPERANDO_CURRENT_TEST_FILE=$(CURDIR)/.pytest-current \
+	  $(BIN)/python -m pytest -q -p no:cacheprovider \
+	  || { rc=$$?; echo "pytest failed (exit $$rc); last test started: $$(cat .pytest-current 2>/dev/null)"; exit $$rc; }
+	@rm -f .pytest-current
 
 lint: $(STAMP)
 	$(BIN)/ruff check tem_operando tests benchmarks gui

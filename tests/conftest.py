@@ -38,8 +38,12 @@ def tiny_session():
 # A test that hangs must not hold CI until its limit and leave only pytest's own frames in the last
 # lines of the log: after TEM_OPERANDO_TEST_LIMIT_S seconds in one test's setup, call or teardown the
 # watchdog prints every thread's stack (the main thread last), then the test's node id as the very
-# last line, ends the test process's children and exits the run with status 3.
+# last line, ends the test process's children and exits the run with status 3. A hang that holds the
+# GIL (a deadlock in C code) stops Python threads too: 30 s later faulthandler, which needs no GIL,
+# dumps the stacks and ends the process, and `make test` names the last test started (written to
+# TEM_OPERANDO_CURRENT_TEST_FILE when that is set).
 TEST_LIMIT_S = float(os.environ.get("TEM_OPERANDO_TEST_LIMIT_S", "1200"))
+CURRENT_TEST_FILE = os.environ.get("TEM_OPERANDO_CURRENT_TEST_FILE")
 
 
 def _dump_and_exit(item, when: str, limit_s: float) -> None:  # pragma: no cover - only on a hang
@@ -74,10 +78,27 @@ def _dump_and_exit(item, when: str, limit_s: float) -> None:  # pragma: no cover
     os._exit(3)
 
 
-@pytest.hookimpl(wrapper=True)
+def _faulthandler_fd(config) -> int:
+    """The run's own stderr for faulthandler (pytest's copy, made before output capture)."""
+    try:
+        from _pytest.faulthandler import fault_handler_stderr_fd_key
+
+        return config.stash[fault_handler_stderr_fd_key]
+    except Exception:  # noqa: BLE001 - another pytest: the process's stderr
+        import sys
+
+        return sys.__stderr__.fileno()
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
 def pytest_runtest_protocol(item, nextitem):
+    import faulthandler
     import threading
 
+    if CURRENT_TEST_FILE:
+        with open(CURRENT_TEST_FILE, "w") as f:
+            f.write(item.nodeid + "\n")
+    faulthandler.dump_traceback_later(TEST_LIMIT_S + 30, exit=True, file=_faulthandler_fd(item.config))
     state = {"when": "setup"}
 
     def _report_phase(when):
@@ -91,6 +112,7 @@ def pytest_runtest_protocol(item, nextitem):
         return (yield)
     finally:
         timer.cancel()
+        faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.hookimpl(tryfirst=True)
