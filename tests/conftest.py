@@ -98,11 +98,16 @@ def pytest_runtest_protocol(item, nextitem):
     if CURRENT_TEST_FILE:
         with open(CURRENT_TEST_FILE, "w") as f:
             f.write(item.nodeid + "\n")
-    faulthandler.dump_traceback_later(TEST_LIMIT_S + 30, exit=True, file=_faulthandler_fd(item.config))
+    import time
+
+    fd, deadline = _faulthandler_fd(item.config), time.monotonic() + TEST_LIMIT_S + 30
+    faulthandler.dump_traceback_later(TEST_LIMIT_S + 30, exit=True, file=fd)
     state = {"when": "setup"}
 
     def _report_phase(when):
         state["when"] = when
+        # armed again: pytest's faulthandler plugin cancels it whenever a phase fails
+        faulthandler.dump_traceback_later(max(1.0, deadline - time.monotonic()), exit=True, file=fd)
 
     item._tem_phase = _report_phase
     timer = threading.Timer(TEST_LIMIT_S, lambda: _dump_and_exit(item, state["when"], TEST_LIMIT_S))
