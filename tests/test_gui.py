@@ -67,14 +67,19 @@ def window(folder, qtbot, tmp_path):
     return win
 
 
-def test_garbage_is_collected_in_the_gui_thread_only(window, qtbot):
+def test_garbage_is_collected_in_the_gui_thread_only(qtbot, tmp_path):
     """Automatic collection is off once a window exists; the GUI thread's timer frees a dropped
     window caught in a reference cycle."""
     import gc
     import weakref
 
-    from qtpy import QtWidgets
+    from qtpy import QtCore, QtWidgets
+    from tem_operando_gui.app import MainWindow, stop_gc_in_gui_thread
 
+    stop_gc_in_gui_thread()  # undo the module fixture's switch: the window must make it itself
+    assert gc.isenabled()
+    win = MainWindow(settings=QtCore.QSettings(str(tmp_path / "g.ini"), QtCore.QSettings.Format.IniFormat), ask=False)
+    qtbot.addWidget(win)
     assert not gc.isenabled()
     w = QtWidgets.QWidget()
     QtWidgets.QMenu(w).addAction("x")
