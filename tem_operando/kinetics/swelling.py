@@ -8,7 +8,7 @@ import pandas as pd
 from .. import schema
 from .fits import fit_line, ramp_fit, segment_fit
 
-__all__ = ["swelling_fit", "swelling_table"]
+__all__ = ["merged_rows", "swelling_fit", "swelling_table"]
 
 
 def swelling_fit(t: np.ndarray, w: np.ndarray, *, resolution_nm: float = 1.0, min_gain: float = 0.03) -> dict:
@@ -104,6 +104,73 @@ def swelling_fit(t: np.ndarray, w: np.ndarray, *, resolution_nm: float = 1.0, mi
     return out
 
 
+def merged_rows(objects: pd.DataFrame, *, area_tolerance: float = 0.3, min_share: float = 0.1,
+                max_gap_frames: int = 10) -> pd.Series:
+    """Rows whose outline is two or more tracked objects taken together.
+
+    Two touching objects that a segmentation outlines as one (in some frames) leave the linked
+    tracks with gaps and give one track — or a short track of its own — the merged outline, whose
+    width and area jump. Frames are visited in order, remembering each track's last row that is
+    not merged. A row at frame k is merged when at least two tracks — its own and tracks missing
+    at k, seen within ``max_gap_frames`` before — have their remembered centroid within its reach
+    (half its length), its area is their remembered areas' sum within ± ``area_tolerance`` and
+    twice as close to it as to the biggest one's alone, and the others add at least ``min_share``
+    of the biggest (a speck that vanished beside a particle is no merge).
+
+    Parameters
+    ----------
+    objects : DataFrame
+        Linked objects (``track_id, frame, x_nm, y_nm, area_nm2, length_nm``).
+    area_tolerance : float
+        Relative deviation from the summed area still taken as a merge.
+    min_share : float
+        Smallest area the other parts add, relative to the biggest part.
+    max_gap_frames : int
+        How far back a missing track's last row counts, frames.
+
+    Returns
+    -------
+    Series of bool
+        Aligned with ``objects``: True for the merged rows (kept in ``objects.csv``, left out of
+        the swelling fits).
+    """
+    flag = np.zeros(len(objects), bool)
+    if objects.empty:
+        return pd.Series(flag, index=objects.index)
+    tid = objects["track_id"].to_numpy(np.int64)
+    frm = objects["frame"].to_numpy(np.int64)
+    x, y = objects["x_nm"].to_numpy(float), objects["y_nm"].to_numpy(float)
+    area, length = objects["area_nm2"].to_numpy(float), objects["length_nm"].to_numpy(float)
+    order = np.argsort(frm, kind="stable")
+    bounds = np.flatnonzero(np.diff(frm[order])) + 1
+    last: dict[int, int] = {}  # track → its last row that is not merged
+    for rows in np.split(order, bounds):
+        k = int(frm[rows[0]])
+        here = set(tid[rows].tolist())
+        last = {t: i for t, i in last.items() if frm[i] >= k - max_gap_frames}
+        missing = [i for t, i in last.items() if t not in here]
+        if missing:
+            mi = np.array(missing)
+            for r in rows:
+                refs = mi[np.hypot(x[mi] - x[r], y[mi] - y[r]) <= 0.5 * length[r]]
+                if refs.size == 0:
+                    continue
+                own = last.get(int(tid[r]))
+                a_refs = np.append(area[refs], area[own]) if own is not None else area[refs]
+                if a_refs.size < 2:
+                    continue
+                big, total = a_refs.max(), a_refs.sum()
+                dev_sum, dev_big = abs(area[r] / total - 1), abs(area[r] / big - 1)
+                # the sum explains the area, twice as well as the biggest part alone, and the
+                # others are not specks beside it
+                if dev_sum <= area_tolerance and 2 * dev_sum < dev_big and total - big >= min_share * big:
+                    flag[r] = True
+        for r in rows:
+            if not flag[r]:
+                last[int(tid[r])] = int(r)
+    return pd.Series(flag, index=objects.index)
+
+
 def _levels(t: np.ndarray, y: np.ndarray, t1: float, t2: float) -> tuple[float, float]:
     """Median before ``t1`` and after ``t2`` (first/last values if a side is empty)."""
     ok = np.isfinite(y)
@@ -145,7 +212,14 @@ def swelling_table(objects: pd.DataFrame, *, nm_per_px: float = 1.0, fronts: pd.
         out["onset_s"] = pd.Series(dtype=float)
         out["plateau_s"] = pd.Series(dtype=float)
         return out
-    for tid, g in objects.sort_values("frame").groupby("track_id", sort=True):
+    objects = objects.reset_index(drop=True)
+    merged = merged_rows(objects)
+    for tid, g_all in objects.sort_values("frame").groupby("track_id", sort=True):
+        # frames where the outline is merged with a neighbour's are left out of the fits (a track
+        # of merged outlines only is fitted on them: it is the merged object)
+        g = g_all[~merged[g_all.index].to_numpy()]
+        if g.empty:
+            g = g_all
         t = g["time_s"].to_numpy(float)
         kind = str(g["kind"].iloc[0]) if "kind" in g else "particle"
         fit = swelling_fit(t, g["width_nm"].to_numpy(float), resolution_nm=nm_per_px)
@@ -177,8 +251,8 @@ def swelling_table(objects: pd.DataFrame, *, nm_per_px: float = 1.0, fronts: pd.
             area_pct = 100 * (A1 / A0 - 1)
         rows.append({
             "track_id": int(tid), "kind": kind,
-            "first_frame": int(g["frame"].min()), "last_frame": int(g["frame"].max()),
-            "n_frames": int(g["frame"].nunique()),
+            "first_frame": int(g_all["frame"].min()), "last_frame": int(g_all["frame"].max()),
+            "n_frames": int(g_all["frame"].nunique()),
             "width0_nm": w0, "width1_nm": w1,
             "swelling_rate_nm_s": fit["rate_nm_s"], "swelling_rate_ci95_nm_s": fit["rate_ci95_nm_s"],
             "width_expansion_pct": 100 * ew, "length_expansion_pct": 100 * el,
