@@ -7,7 +7,7 @@ and compares every true object with the measured track that follows it (the trac
 centroids stay nearest to the true ones over at least half of the true object's frames, within
 0.3 × its width):
 
-    python models/experiments/kinetics_sweep.py [MODEL|default|baseline] [N_SEEDS] [--out CSV]
+    python models/experiments/kinetics_sweep.py [MODEL|default|baseline] [N_SEEDS] [--out CSV] [--keep DIR]
 
 Prints, for particles: share followed by one track, share of swelling rates within 5 % and
 20 % of the truth, median rate error, share of width expansions within 3 percentage points,
@@ -82,13 +82,16 @@ def main() -> None:
     ap.add_argument("model", nargs="?", default="default", help="model file or name, 'default' or 'baseline'")
     ap.add_argument("n_seeds", nargs="?", type=int, default=12)
     ap.add_argument("--out", help="CSV of every true object and its measured track")
+    ap.add_argument("--keep", help="keep the sessions and results folders here (default: a temporary folder)")
     a = ap.parse_args()
     model = None if a.model == "default" else a.model
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        work = Path(a.keep or tmp)
+        work.mkdir(parents=True, exist_ok=True)
         for seed in range(a.n_seeds):
             for scene in ("particles", "mixed"):
-                rows += session_rows(seed, scene, model, Path(tmp))
+                rows += session_rows(seed, scene, model, work)
     df = pd.DataFrame(rows)
     if a.out:
         df.to_csv(a.out, index=False)
