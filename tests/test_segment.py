@@ -528,3 +528,34 @@ def test_decode_splits_necks_only_when_asked():
     logits[:, 3] = -5.0  # no seams at all
     assert decode(logits, neck_h_px=None).instances.max() == 1
     assert decode(logits, neck_h_px=3.0).instances.max() == 2
+
+
+def test_split_necks_cuts_a_blob_off_a_wire_end_and_a_small_particle_off_a_big_one():
+    """A sodium source (big blob, cut by the image border) outlined together with the wire that
+    touches it, and a small particle touching a big one along a broad contact (no narrow neck):
+    each is cut at the blob's own outline. A wire whose reacted half is 40 % wider stays whole."""
+    from skimage.draw import disk, polygon
+
+    from tem_operando.segment.instances import split_necks
+
+    lab = np.zeros((200, 240), np.uint32)
+    lab[disk((200, 30), 45, shape=lab.shape)] = 1  # the blob, cut by the bottom border
+    a, b = np.array([185.0, 40.0]), np.array([50.0, 160.0])  # (row, col): from inside the blob up
+    n = np.array([-(b - a)[1], (b - a)[0]]) / np.hypot(*(b - a)) * 11  # half of 22 px across
+    corners = np.array([a + n, b + n, b - n, a - n])
+    lab[polygon(corners[:, 0], corners[:, 1], lab.shape)] = 1
+    lab[disk((60, 40), 22)] = 2
+    lab[disk((60, 70), 11)] = 2  # a small particle pressed into the big one
+    lab[120:136, 170:235] = 3  # a wire ...
+    lab[117:139, 170:200] = 3  # ... whose first part is swollen
+    out = split_necks(lab)
+    assert out.max() == 5
+    blob, w = out[195, 30], out[95, 120]
+    assert blob and w and blob != w
+    # the cut lies where the blob's circle meets the wire
+    yy, xx = np.nonzero(out == w)
+    assert np.hypot(yy - 200, xx - 30).min() > 42
+    big, small = out[60, 40], out[60, 76]
+    assert big and small and big != small
+    assert abs(int((out == small).sum()) - np.pi * 11**2) < 0.35 * np.pi * 11**2
+    np.testing.assert_array_equal(out == out[128, 200], lab == 3)

@@ -171,6 +171,11 @@ def merged_rows(objects: pd.DataFrame, *, area_tolerance: float = 0.3, min_share
     return pd.Series(flag, index=objects.index)
 
 
+def _gain(after: float, before: float) -> float:
+    """Relative change ``after / before − 1``; NaN unless ``before`` is a positive number."""
+    return float(after) / float(before) - 1 if np.isfinite(before) and before > 0 else float("nan")
+
+
 def _levels(t: np.ndarray, y: np.ndarray, t1: float, t2: float) -> tuple[float, float]:
     """Median before ``t1`` and after ``t2`` (first/last values if a side is empty)."""
     ok = np.isfinite(y)
@@ -227,7 +232,7 @@ def swelling_table(objects: pd.DataFrame, *, nm_per_px: float = 1.0, fronts: pd.
         L0, L1 = _levels(t, g["length_nm"].to_numpy(float), t1, t2)
         A0, A1 = _levels(t, g["area_nm2"].to_numpy(float), t1, t2)
         w0, w1 = fit["width0_nm"], fit["width1_nm"]
-        el = L1 / L0 - 1
+        el = _gain(L1, L0)
         if kind == "wire" and "width_pristine_nm" in g:
             wp = g["width_pristine_nm"].to_numpy(float)
             ws = g["width_swollen_nm"].to_numpy(float)
@@ -244,11 +249,11 @@ def swelling_table(objects: pd.DataFrame, *, nm_per_px: float = 1.0, fronts: pd.
                 if len(m) >= 4 and np.ptp(m["front_position_nm"]) > 5 * nm_per_px:
                     s = fit_line(m["front_position_nm"], m["length_nm"]).slope
                     el = float(s / (1 - s)) if np.isfinite(s) and s < 0.9 else np.nan
-            ew = w1 / w0 - 1
+            ew = _gain(w1, w0)
             area_pct = 100 * ((1 + ew) * (1 + el) - 1)
         else:
-            ew = w1 / w0 - 1
-            area_pct = 100 * (A1 / A0 - 1)
+            ew = _gain(w1, w0)
+            area_pct = 100 * _gain(A1, A0)
         rows.append({
             "track_id": int(tid), "kind": kind,
             "first_frame": int(g_all["frame"].min()), "last_frame": int(g_all["frame"].max()),

@@ -61,12 +61,19 @@ def split_by_seams(objects: np.ndarray, seam: np.ndarray, *, threshold: float = 
     return _relabel(labels, min_area_px)
 
 
-def _neck_markers(d: np.ndarray, h: float) -> tuple[np.ndarray, int]:
+def _neck_markers(d: np.ndarray, h: float, *, h_px: float = 3.0, rest_rel: float = 0.2) -> tuple[np.ndarray, int]:
     """Markers of the domes of one object's distance map that rise ≥ ``h`` above a common saddle.
 
     The object's distance map is cut at rising levels τ (1 px steps); at the first level where two
     or more pieces of ``{d > τ}`` each reach ``τ + h``, those pieces are the markers (the saddle
-    between them is below τ). Returns (markers, n); n < 2 means no neck.
+    between them is below τ). Failing that, at the first level τ ≥ ``h_px`` where one piece (a
+    dome) reaches ``τ + h`` and the others reach at least ``max(h_px, rest_rel × its height)``,
+    the markers are the blob — the dome's core above half-way to its top, grown back by that
+    level: the discs inscribed in the blob — and the biggest connected part of the rest of the
+    object, if it covers at least π τ² (slivers along the blob's edge go to the blob): a blob
+    joined to a rod as wide as the junction (a sodium source or particle at a wire's end), or a
+    smaller particle that touches a big one along a broad contact.
+    Returns (markers, n); n < 2 means no neck.
     """
     import cv2
 
@@ -76,12 +83,34 @@ def _neck_markers(d: np.ndarray, h: float) -> tuple[np.ndarray, int]:
         k -= 1  # the background is component 0
         if k < 2:
             continue
-        top = ndimage.maximum(d, comp, index=np.arange(1, k + 1))
-        keep = np.flatnonzero(np.asarray(top) >= tau + h) + 1
+        top = np.asarray(ndimage.maximum(d, comp, index=np.arange(1, k + 1)))
+        keep = np.flatnonzero(top >= tau + h) + 1
         if keep.size >= 2:
             lut = np.zeros(k + 1, np.int32)
             lut[keep] = np.arange(1, keep.size + 1)
             return lut[comp], int(keep.size)
+        if keep.size == 1 and tau >= h_px:
+            dome_top = float(top[keep[0] - 1])
+            rest = np.delete(top, keep[0] - 1)
+            if rest.max() < max(h_px, rest_rel * dome_top):
+                continue
+            # the blob: its core (the dome above half-way between saddle and top) grown back by
+            # that level, i.e. the discs inscribed in the blob itself, not in a rod beside it;
+            # the rest of the object is the other part
+            tau_b = 0.5 * (tau + dome_top)
+            r = int(np.ceil(tau_b)) + 1
+            disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+            core = ((comp == keep[0]) & (d > tau_b)).astype(np.uint8)
+            blob = cv2.dilate(core, disc).astype(bool) & (d > 0)
+            # the rest is the biggest connected part outside the blob; slivers along the blob's
+            # edge (where it is not quite round) go back to the blob
+            n_o, parts = cv2.connectedComponents(((d > 0) & ~blob).view(np.uint8), connectivity=8)
+            if n_o < 2:
+                continue
+            sizes = np.bincount(parts.ravel(), minlength=n_o)[1:]
+            if sizes.max() >= np.pi * tau**2:
+                other = parts == 1 + int(np.argmax(sizes))
+                return np.where(other, 2, np.where(d > 0, 1, 0)).astype(np.int32), 2
     return np.zeros(d.shape, np.int32), 0
 
 
@@ -94,8 +123,9 @@ def split_necks(labels: np.ndarray, *, h_px: float = 3.0, h_rel: float = 0.4, mi
     blob; blobs are split apart where their domes rise above the saddle between them (the
     neck's half width) by at least ``max(h_px, h_rel × the instance's largest inscribed radius)``
     — so wires with rough edges and particles with small bumps stay whole — along the neck, by a
-    watershed, and only if every piece is a blob (its inscribed disc covers ≥ ``min_roundness`` of
-    it), so a wire pinched by noise is not cut into pieces.
+    watershed, and only if at most one piece is not a blob (a blob's inscribed disc covers ≥
+    ``min_roundness`` of it): a particle or a sodium source joined to a wire is cut off, a wire
+    pinched by noise (two rods) is not cut into pieces.
 
     Parameters
     ----------
@@ -107,7 +137,7 @@ def split_necks(labels: np.ndarray, *, h_px: float = 3.0, h_rel: float = 0.4, mi
         Smallest rise relative to the instance's largest inscribed radius (0.4: the neck is at
         most 60 % as wide as the smaller blob's inscribed radius when that blob is the largest).
     min_roundness : float
-        Smallest π r² / area of every piece (r: its inscribed radius); a disc is 1, a 1:3 rod ~0.26.
+        Smallest π r² / area of a blob (r: its inscribed radius); a disc is 1, a 1:3 rod ~0.26.
     min_area_px : int
         Pieces smaller than this, px, are dropped (as by the other splitters).
 
@@ -128,21 +158,28 @@ def split_necks(labels: np.ndarray, *, h_px: float = 3.0, h_rel: float = 0.4, mi
     for lab, sl in enumerate(ndimage.find_objects(labels), start=1):
         if sl is None:
             continue
-        # the object's box with a 1-px margin, so its distance map sees the background around it
+        # the object's box with a 1-px margin, so its distance map sees the background around it;
+        # beyond the image border the object goes on (OpenCV's distance map takes the outside as
+        # object), so a sodium source or particle cut by the border keeps its dome
         sl = (slice(max(sl[0].start - 1, 0), min(sl[0].stop + 1, Y)), slice(max(sl[1].start - 1, 0), min(sl[1].stop + 1, X)))
         m = labels[sl] == lab
-        d = cv2.distanceTransform(np.pad(m, 1).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
-        dmax = float(d.max())
-        if m.sum() < 1.25 * np.pi * dmax ** 2:  # one disc (or less): nothing to split
+        if m.all():
             continue
-        mk, k = _neck_markers(d, max(h_px, h_rel * dmax))
+        d = cv2.distanceTransform(m.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        dmax = float(d.max())
+        d_in = d if sl[0].start and sl[1].start and sl[0].stop < Y and sl[1].stop < X else \
+            cv2.distanceTransform(np.pad(m, 1).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        if m.sum() < 1.1 * np.pi * float(d_in.max()) ** 2:  # one disc (or less): nothing to split
+            continue
+        mk, k = _neck_markers(d, max(h_px, h_rel * dmax), h_px=h_px)
         if k < 2:
             continue
         ws = watershed(-d, mk, mask=m)
-        # only blobs: every piece about as big as its inscribed disc (wire pieces are not)
+        # blobs, and at most one piece that is not (a wire with a particle or a sodium source
+        # at its end or side); two rod pieces are a wire pinched by noise and stay whole
         area = np.bincount(ws.ravel(), minlength=k + 1)[1:]
         r_in = ndimage.maximum(d, ws, index=np.arange(1, k + 1))
-        if np.min(np.pi * np.asarray(r_in) ** 2 / np.maximum(area, 1)) < min_roundness:
+        if np.sum(np.pi * np.asarray(r_in) ** 2 / np.maximum(area, 1) < min_roundness) > 1:
             continue
         if out is None:
             out = labels.astype(np.int64)

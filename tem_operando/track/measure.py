@@ -320,14 +320,17 @@ def measure_objects(
         width[wires] = wmax  # replaced by the contact-end width below
         length[wires] = smax[wires] - smin[wires] + 1.0
         # width near each end: mean of the 3 unclipped interior bins nearest the end (bins 1..3
-        # unless the border cuts the end off)
+        # unless the border cuts the end off) that are full cross-sections (≥ 0.6 × the wire's
+        # median width: an end cut at a slant or along an arc — where a sodium source or particle
+        # was cut off it — starts with partial bins)
+        full = interior & (prof >= 0.6 * _group_median(prof, obj_of_bin, interior, wires.size)[obj_of_bin])
         seg_first = np.r_[0, np.cumsum(nbw)[:-1]]
-        cum = np.cumsum(interior)
-        before = np.concatenate([[0], cum])[seg_first][obj_of_bin]  # interior bins before the wire
-        rank_a = cum - before  # 1 for the first interior bin from end a
-        rank_b = cum[(seg_first + nbw - 1)][obj_of_bin] - cum + interior  # 1 for the last one
-        near_a = interior & (rank_a >= 1) & (rank_a <= 3)
-        near_b = interior & (rank_b >= 1) & (rank_b <= 3)
+        cum = np.cumsum(full)
+        before = np.concatenate([[0], cum])[seg_first][obj_of_bin]  # full bins before the wire
+        rank_a = cum - before  # 1 for the first full bin from end a
+        rank_b = cum[(seg_first + nbw - 1)][obj_of_bin] - cum + full  # 1 for the last one
+        near_a = full & (rank_a >= 1) & (rank_a <= 3)
+        near_b = full & (rank_b >= 1) & (rank_b <= 3)
         na = np.bincount(obj_of_bin, near_a, wires.size)
         nbb = np.bincount(obj_of_bin, near_b, wires.size)
         w_a[wires] = np.where(na > 0, np.bincount(obj_of_bin, prof * near_a, wires.size) / np.maximum(na, 1), np.nan) * nm
