@@ -290,3 +290,14 @@ def test_frames_where_a_neighbour_is_merged_in_are_left_out_of_the_swelling_fit(
     a = ob[ob["label"] == 1].sort_values("frame")
     assert abs(swelling_fit(a["time_s"], a["width_nm"])["rate_nm_s"] / truth.loc[1, "swelling_rate_nm_s"] - 1) > 0.05
     assert not merged_rows(ob[~ob["frame"].isin(merged)]).any()
+
+
+def test_a_wire_with_no_pristine_width_gives_nan_expansions_not_an_error():
+    """A one-frame sliver taken for a wire (width 0 across its pristine part) must not stop the run."""
+    from tem_operando.kinetics.swelling import swelling_table
+
+    ob = pd.DataFrame({"track_id": [1], "frame": [0], "time_s": [0.0], "kind": ["wire"], "x_nm": [5.0],
+                       "y_nm": [5.0], "area_nm2": [130.0], "width_nm": [0.0], "length_nm": [23.6],
+                       "width_pristine_nm": [0.0], "width_swollen_nm": [np.nan]})
+    t = swelling_table(ob)
+    assert len(t) == 1 and np.isnan(t["width_expansion_pct"].iloc[0])
