@@ -2,7 +2,10 @@
 
 Same frames, same run: ``measure_objects`` on the instance/class masks vs ``trackpy.locate`` on
 the images; ``link_objects`` vs ``trackpy.link`` on the same detections (our centroids).
-Targets (DESIGN.md): measuring ≥ 5× locate; linking ≥ 1× trackpy.link.
+Targets (DESIGN.md): measuring ≥ 5× locate; linking ≥ 1× trackpy.link. Also, as shares of the
+measuring / linking time in the same run (no target; they should stay small): ``split_necks``
+on every frame's connected object mask (touching objects as one outline, the network's usual
+merge) and ``swelling_table`` (with ``merged_rows``) on the linked objects.
 
     .venv/bin/python benchmarks/track.py [--frames 60] [--size 256]
 """
@@ -60,6 +63,15 @@ def main(argv=None) -> None:
     fc = pd.DataFrame({"x": crowd["x_nm"], "y": crowd["y_nm"], "frame": crowd["frame"]})
     t_ct, _ = best_of(lambda: trackpy.link(fc, 15.0, memory=5))
     t_drift, _ = best_of(lambda: estimate_drift(s.frames), repeat=1)
+    from scipy import ndimage
+
+    from tem_operando.kinetics.swelling import swelling_table
+    from tem_operando.segment.instances import split_necks
+
+    merged = [ndimage.label(c > 0)[0] for c in s.classes]
+    t_split, _ = best_of(lambda: [split_necks(m) for m in merged])
+    linked = link_objects(ob)
+    t_kin, _ = best_of(lambda: swelling_table(linked, nm_per_px=s.nm_per_px))
     print(f"{a.frames} frames {a.size}x{a.size}, {n_obj} objects (trackpy.locate found {len(feats)})")
     print(f"measure_objects   {n_obj / t_meas:12.0f} objects/s  {a.frames / t_meas:9.0f} frames/s")
     print(f"trackpy.locate    {len(feats) / t_loc:12.0f} features/s {a.frames / t_loc:9.0f} frames/s")
@@ -70,6 +82,9 @@ def main(argv=None) -> None:
     print(f"crowded field, {len(crowd)} objects: link_objects {len(crowd) / t_cl:.0f} objects/s, "
           f"trackpy.link {len(crowd) / t_ct:.0f} objects/s, ratio {t_ct / t_cl:.2f}x  (target ≥ 1x)")
     print(f"estimate_drift    {a.frames / t_drift:12.1f} frames/s")
+    print(f"split_necks       {a.frames / t_split:12.0f} frames/s  ({1e3 * t_split / a.frames:.1f} ms/frame, "
+          f"{t_split / t_meas:.2f}x measure_objects)")
+    print(f"swelling_table    {len(linked) / t_kin:12.0f} rows/s     ({t_kin / t_link:.2f}x link_objects)")
 
 
 if __name__ == "__main__":

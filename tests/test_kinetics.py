@@ -292,6 +292,67 @@ def test_frames_where_a_neighbour_is_merged_in_are_left_out_of_the_swelling_fit(
     assert not merged_rows(ob[~ob["frame"].isin(merged)]).any()
 
 
+def _two_particles(n=60, merged=(), split=(), speck=(), merged_id=1, ghost=None):
+    """objects.csv rows of particle 1 (40 -> 52 nm at 2 nm/s from 5 s) and particle 2 (20 nm)
+    beside it, 2 frames/s. Frames in ``merged``: one outline of both, on track ``merged_id``;
+    in ``split``: particle 1 over-split into two halves (the second half on track 7); in
+    ``speck``: a 3-px speck (track 9) beside particle 1 instead of particle 2; at frame
+    ``ghost``: a one-frame false object (track 8, a third of particle 1) beside particle 1, whose
+    outline swells by that much, by noise, in the next frame."""
+    rows = []
+
+    def row(tid, k, area, x, length):
+        return dict(track_id=tid, frame=k, time_s=k * 0.5, kind="particle", x_nm=x, y_nm=0.0,
+                    area_nm2=area, width_nm=2 * np.sqrt(area / np.pi), length_nm=length)
+
+    for k in range(n):
+        t = k * 0.5
+        w = 40 + min(max(2.0 * (t - 5), 0), 12)
+        a1, a2 = np.pi * w**2 / 4, np.pi * 20**2 / 4
+        if k in merged:
+            rows.append(row(merged_id, k, a1 + a2, 3.0, w + 20))
+            continue
+        if ghost is not None and k == ghost:
+            rows.append(row(8, k, a1 / 3, -20.0, w / 2))
+        if ghost is not None and k == ghost + 1:
+            a1 *= 4 / 3
+        if k in split:
+            rows += [row(1, k, a1 / 2, -w / 5, w), row(7, k, a1 / 2, w / 5, w)]
+        else:
+            rows.append(row(1, k, a1, 0.0, w))
+        rows.append(row(9, k, 3.0, 25.0, 2.0) if k in speck else row(2, k, a2, 32.0, 20.0))
+    return pd.DataFrame(rows)
+
+
+def test_merged_rows_flags_a_merge_on_the_own_track_for_as_long_as_it_lasts_and_nothing_else():
+    """The merged outline on particle 1's own track (6 frames, and 30 frames: longer than
+    max_gap_frames) is flagged every frame and left out of the fit; an over-split that heals, a
+    speck that comes and goes, a one-frame false object and a clean session flag nothing; a track of merged outlines only is
+    listed with NaN rates."""
+    from tem_operando.kinetics.swelling import merged_rows, swelling_table
+
+    for merged in (range(20, 26), range(20, 50)):
+        ob = _two_particles(70, merged=merged)
+        flags = merged_rows(ob)
+        assert sorted(ob.frame[flags.to_numpy()]) == list(merged)
+        r1 = swelling_table(ob).set_index("track_id").loc[1]
+        assert r1.swelling_rate_nm_s == pytest.approx(2.0, rel=0.05)
+        assert r1.width_expansion_pct == pytest.approx(30.0, abs=3)
+    for kw in ({}, {"split": range(20, 26)}, {"split": [12, 24, 36]}, {"split": range(5, 20)},
+               {"speck": range(20, 23)}, {"ghost": 20}):
+        ob = _two_particles(60, **kw)
+        assert not merged_rows(ob).any(), kw
+    # merged in the first frame (the tracks split from there), then again later: the later merge
+    # is a merge, not an over-split healing
+    ob = _two_particles(60, merged=[0, *range(30, 36)])
+    assert sorted(ob.frame[merged_rows(ob).to_numpy()]) == list(range(30, 36))
+    ob = _two_particles(60, merged=range(20, 26), merged_id=5)  # the merged outline on a track of its own
+    assert sorted(ob.frame[merged_rows(ob).to_numpy()]) == list(range(20, 26))
+    tr = swelling_table(ob).set_index("track_id")
+    assert tr.loc[5].n_frames == 6 and np.isnan(tr.loc[5].swelling_rate_nm_s) and np.isnan(tr.loc[5].width1_nm)
+    assert tr.loc[1].swelling_rate_nm_s == pytest.approx(2.0, rel=0.05)
+
+
 def test_a_wire_with_no_pristine_width_gives_nan_expansions_not_an_error():
     """A one-frame sliver taken for a wire (width 0 across its pristine part) must not stop the run."""
     from tem_operando.kinetics.swelling import swelling_table

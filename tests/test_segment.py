@@ -513,6 +513,90 @@ def test_split_necks_separates_bridged_particles_and_keeps_wires_whole():
     assert split_necks(np.zeros((8, 8), np.uint32)).max() == 0
 
 
+def _rod(lab, a, b, width_px, value):
+    """Draw a straight rod of ``width_px`` from point a to point b (row, col) into ``lab``."""
+    from skimage.draw import polygon
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    n = np.array([-(b - a)[1], (b - a)[0]]) / np.hypot(*(b - a)) * width_px / 2
+    c = np.array([a + n, b + n, b - n, a - n])
+    lab[polygon(c[:, 0], c[:, 1], lab.shape)] = value
+
+
+@pytest.mark.parametrize("angle_deg", [0, 10, 30, 45, 60, 90])
+def test_split_necks_cuts_a_blob_off_a_wire_at_any_angle_and_keeps_swollen_wires_whole(angle_deg):
+    """A sodium source (a disc 4× the wire's half width) outlined with the wire is cut off at every
+    angle; a wire whose first 30 px swell to 1.75× its width, one leaving the image at a slant,
+    and one with a particle lying on its side (the wire goes on both ways) stay whole."""
+    from skimage.draw import disk
+
+    from tem_operando.segment.instances import split_necks
+
+    t = np.deg2rad(angle_deg)
+    u = np.array([np.sin(t), np.cos(t)])
+    lab = np.zeros((400, 400), np.uint32)
+    c = np.array([200.0, 200.0])
+    lab[disk(tuple(c), 40)] = 1
+    _rod(lab, c, c + 180 * u, 20, 1)
+    out = split_necks(lab)
+    assert out.max() == 2
+    blob, wire = out[int(c[0]), int(c[1])], out[tuple((c + 120 * u).astype(int))]
+    assert blob != wire
+    assert abs(int((out == blob).sum()) - np.pi * 40**2) < 0.1 * np.pi * 40**2
+    # a swollen wire: 16 px wide, its first 30 px 28 px wide (+75 %)
+    lab = np.zeros((300, 300), np.uint32)
+    a = np.array([150.0, 150.0]) - 100 * u
+    _rod(lab, a, a + 200 * u, 16, 1)
+    _rod(lab, a, a + 30 * u, 28, 1)
+    assert split_necks(lab).max() == 1
+    # a particle on a wire's side: neither is cut (the wire would fall into two)
+    nrm = np.array([u[1], -u[0]])
+    for half_length, r, off in ((120, 20, 20), (50, 25, 20), (60, 30, 30)):
+        lab = np.zeros((300, 300), np.uint32)
+        _rod(lab, np.array([150.0, 150.0]) - half_length * u, np.array([150.0, 150.0]) + half_length * u, 12, 1)
+        lab[disk(tuple(np.array([150.0, 150.0]) + off * nrm), r, shape=lab.shape)] = 1
+        assert split_necks(lab).max() == 1, (half_length, r)
+
+
+@pytest.mark.parametrize("angle_deg", [4, 8, 12, 20])
+def test_split_necks_keeps_a_wire_leaving_the_image_at_a_slant_whole(angle_deg):
+    from tem_operando.segment.instances import split_necks
+
+    t = np.deg2rad(angle_deg)
+    for w in (12, 16, 22):
+        lab = np.zeros((200, 300), np.uint32)
+        b = np.array([0.0, 150.0]) + 40 * np.array([-np.sin(t), np.cos(t)])  # beyond the top border
+        _rod(lab, b - 220 * np.array([-np.sin(t), np.cos(t)]), b, w, 1)
+        assert split_necks(lab).max() == 1, w
+
+
+def test_split_necks_keeps_a_wire_pinched_near_its_end_and_an_egg_whole():
+    """Noise that pinches a wire 20 px from its end leaves two rods of the same width: one wire.
+    An egg (one end narrower, no waist) is one particle; a particle with a small bump too."""
+    from skimage.draw import disk
+
+    from tem_operando.segment.instances import split_necks
+
+    for angle_deg in (0, 20):
+        t = np.deg2rad(angle_deg)
+        u = np.array([np.sin(t), np.cos(t)])
+        nrm = np.array([u[1], -u[0]])
+        lab = np.zeros((240, 240), np.uint32)
+        a = np.array([120.0, 120.0]) - 100 * u
+        _rod(lab, a, a + 200 * u, 16, 1)
+        for s in (1, -1):  # notch both edges: 16 -> 7 px
+            lab[disk(tuple(a + 20 * u + s * nrm * 8), 4.5, shape=lab.shape)] = 0
+        assert split_necks(lab).max() == 1
+    lab = np.zeros((200, 200), np.uint32)
+    for s in np.linspace(0, 1, 40):
+        lab[disk((100, 60 + 30 * s), 25 - 13 * s)] = 1
+    assert split_necks(lab).max() == 1
+    lab = np.zeros((200, 200), np.uint32)
+    lab[disk((100, 100), 30)] = 1
+    lab[disk((100 + 32 * 0.6, 100 + 32 * 0.8), 10)] = 1
+    assert split_necks(lab).max() == 1
+
+
 def test_decode_splits_necks_only_when_asked():
     from skimage.draw import disk
 

@@ -105,17 +105,22 @@ def swelling_fit(t: np.ndarray, w: np.ndarray, *, resolution_nm: float = 1.0, mi
 
 
 def merged_rows(objects: pd.DataFrame, *, area_tolerance: float = 0.3, min_share: float = 0.1,
-                max_gap_frames: int = 10) -> pd.Series:
+                max_gap_frames: int = 10, min_rows: int = 3, window: int = 5) -> pd.Series:
     """Rows whose outline is two or more tracked objects taken together.
 
     Two touching objects that a segmentation outlines as one (in some frames) leave the linked
     tracks with gaps and give one track — or a short track of its own — the merged outline, whose
-    width and area jump. Frames are visited in order, remembering each track's last row that is
-    not merged. A row at frame k is merged when at least two tracks — its own and tracks missing
-    at k, seen within ``max_gap_frames`` before — have their remembered centroid within its reach
-    (half its length), its area is their remembered areas' sum within ± ``area_tolerance`` and
-    twice as close to it as to the biggest one's alone, and the others add at least ``min_share``
-    of the biggest (a speck that vanished beside a particle is no merge).
+    width and area jump. Frames are visited in order, remembering each track's rows that are not
+    merged; a track's area is the median of its last ``window`` such rows. A row at frame k is
+    merged when at least two tracks — its own and *partners*: tracks missing at k, seen within
+    ``max_gap_frames`` before and with at least ``min_rows`` rows (not a speck or a one-frame
+    piece) — have their last centroid within its reach (half its length), its area is their areas'
+    sum within ± ``area_tolerance`` and twice as close to it as to the biggest one's alone, and the
+    others add at least ``min_share`` of the biggest. A track born beside another (seen in at
+    least ``min_rows`` frames before) whose area fell by about its own (the same test: an
+    over-split outline) is never that track's partner, so an over-split that heals is the track
+    whole again, not a merge. Partners of a merged row
+    count as seen at that frame, so a merge is followed for as long as it lasts.
 
     Parameters
     ----------
@@ -127,6 +132,10 @@ def merged_rows(objects: pd.DataFrame, *, area_tolerance: float = 0.3, min_share
         Smallest area the other parts add, relative to the biggest part.
     max_gap_frames : int
         How far back a missing track's last row counts, frames.
+    min_rows : int
+        Fewest rows (not merged) a partner must have.
+    window : int
+        Rows (not merged) whose median area is a track's area.
 
     Returns
     -------
@@ -143,31 +152,62 @@ def merged_rows(objects: pd.DataFrame, *, area_tolerance: float = 0.3, min_share
     area, length = objects["area_nm2"].to_numpy(float), objects["length_nm"].to_numpy(float)
     order = np.argsort(frm, kind="stable")
     bounds = np.flatnonzero(np.diff(frm[order])) + 1
-    last: dict[int, int] = {}  # track → its last row that is not merged
+    rows_of: dict[int, list[int]] = {}  # track → its rows that are not merged, in frame order
+    seen: dict[int, int] = {}  # track → the last frame it was seen (or was part of a merge)
+    first: dict[int, int] = {}  # track → its first frame
+    born_from: dict[int, int] = {}  # track → the track it split off at its first frame
+
+    def area_of(t: int) -> float:
+        rs = rows_of.get(t, [])
+        return float(np.median(area[rs[-window:]])) if rs else float("nan")
+
+    def explains(a_row: float, parts: np.ndarray) -> bool:
+        # the sum explains the area, twice as well as the biggest part alone, and the others
+        # are not specks beside it
+        if parts.size < 2 or not np.isfinite(parts).all():
+            return False
+        big, total = parts.max(), parts.sum()
+        dev_sum, dev_big = abs(a_row / total - 1), abs(a_row / big - 1)
+        return bool(dev_sum <= area_tolerance and 2 * dev_sum < dev_big and total - big >= min_share * big)
+
     for rows in np.split(order, bounds):
         k = int(frm[rows[0]])
         here = set(tid[rows].tolist())
-        last = {t: i for t, i in last.items() if frm[i] >= k - max_gap_frames}
-        missing = [i for t, i in last.items() if t not in here]
-        if missing:
-            mi = np.array(missing)
+        # tracks born here out of a track seen (whole) for a while before: its area fell by
+        # about theirs
+        new = [r for r in rows if int(tid[r]) not in first]
+        if new:
+            est = np.array([o for o in rows if len(rows_of.get(int(tid[o]), [])) >= min_rows], np.int64)
+            last_est = np.array([rows_of[int(tid[o])][-1] for o in est], np.int64)
+            for r in new:
+                first[int(tid[r])] = k
+                if est.size == 0:
+                    continue
+                near = est[np.hypot(x[last_est] - x[r], y[last_est] - y[r]) <= 0.5 * length[last_est]]
+                for o in near:
+                    if explains(area_of(int(tid[o])), np.array([area[o], area[r]])):
+                        born_from[int(tid[r])] = int(tid[o])
+                        break
+        seen = {t: f for t, f in seen.items() if f >= k - max_gap_frames}
+        partners = [t for t in seen if t not in here and len(rows_of.get(t, [])) >= min_rows]
+        if partners:
             for r in rows:
-                refs = mi[np.hypot(x[mi] - x[r], y[mi] - y[r]) <= 0.5 * length[r]]
-                if refs.size == 0:
+                own = int(tid[r])
+                near = [t for t in partners
+                        if np.hypot(x[rows_of[t][-1]] - x[r], y[rows_of[t][-1]] - y[r]) <= 0.5 * length[r]]
+                # a partner split off the own track: the row is the own track whole again
+                near = [t for t in near if born_from.get(t) != own]
+                if not near:
                     continue
-                own = last.get(int(tid[r]))
-                a_refs = np.append(area[refs], area[own]) if own is not None else area[refs]
-                if a_refs.size < 2:
-                    continue
-                big, total = a_refs.max(), a_refs.sum()
-                dev_sum, dev_big = abs(area[r] / total - 1), abs(area[r] / big - 1)
-                # the sum explains the area, twice as well as the biggest part alone, and the
-                # others are not specks beside it
-                if dev_sum <= area_tolerance and 2 * dev_sum < dev_big and total - big >= min_share * big:
+                parts = np.array([area_of(t) for t in near] + ([area_of(own)] if own in rows_of else []))
+                if explains(float(area[r]), parts):
                     flag[r] = True
+                    for t in near:  # the partners live on inside the merged outline
+                        seen[t] = k
         for r in rows:
             if not flag[r]:
-                last[int(tid[r])] = int(r)
+                rows_of.setdefault(int(tid[r]), []).append(int(r))
+                seen[int(tid[r])] = k
     return pd.Series(flag, index=objects.index)
 
 
@@ -195,8 +235,10 @@ def swelling_table(objects: pd.DataFrame, *, nm_per_px: float = 1.0, fronts: pd.
     Parameters
     ----------
     objects : DataFrame
-        Linked objects (``track_id``, ``frame``, ``time_s``, ``width_nm``, ``length_nm``,
-        ``area_nm2``, ``kind``; wires also ``width_pristine_nm``, ``width_swollen_nm``).
+        Linked objects (``track_id``, ``frame``, ``time_s``, ``x_nm``, ``y_nm``, ``width_nm``,
+        ``length_nm``, ``area_nm2``, ``kind``; wires also ``width_pristine_nm``,
+        ``width_swollen_nm``). Rows whose outline is two tracked objects (:func:`merged_rows`)
+        are left out of the fits; a track of such rows only gets NaN widths, rate and expansions.
     nm_per_px : float
         Pixel size, nm (the width resolution).
     fronts : DataFrame, optional
@@ -220,10 +262,12 @@ def swelling_table(objects: pd.DataFrame, *, nm_per_px: float = 1.0, fronts: pd.
     objects = objects.reset_index(drop=True)
     merged = merged_rows(objects)
     for tid, g_all in objects.sort_values("frame").groupby("track_id", sort=True):
-        # frames where the outline is merged with a neighbour's are left out of the fits (a track
-        # of merged outlines only is fitted on them: it is the merged object)
+        # frames where the outline is merged with a neighbour's are left out of the fits; a track
+        # of merged outlines only is listed with no widths, rate or expansions (they would be of
+        # two objects taken together)
         g = g_all[~merged[g_all.index].to_numpy()]
-        if g.empty:
+        only_merged = g.empty
+        if only_merged:
             g = g_all
         t = g["time_s"].to_numpy(float)
         kind = str(g["kind"].iloc[0]) if "kind" in g else "particle"
@@ -268,4 +312,10 @@ def swelling_table(objects: pd.DataFrame, *, nm_per_px: float = 1.0, fronts: pd.
             "n_steps": int(fit["n_steps"]), "fracture_frame": np.nan,
             "onset_s": t1, "plateau_s": t2,
         })
+        if only_merged:
+            rows[-1].update({c: np.nan for c in ("width0_nm", "width1_nm", "swelling_rate_nm_s",
+                                                 "swelling_rate_ci95_nm_s", "width_expansion_pct",
+                                                 "length_expansion_pct", "area_expansion_pct",
+                                                 "volume_expansion_pct", "onset_s", "plateau_s")},
+                            n_steps=0)
     return schema.conform(pd.DataFrame(rows), "tracks")

@@ -166,8 +166,9 @@ def measure_objects(
         ``width_nm`` is the width across the long axis: for a particle the diameter of the
         ellipse of the same area and moments (the diameter of a disc); for a wire the largest
         width near its sodium-contact end (the end the reacted part touches; mean of the axial
-        profile 1–3 px from the end), so that it follows the swelling that starts there. ``length_nm`` is the extent along
-        the long axis.
+        profile's first three full cross-sections from that end — bins under 0.6 × the wire's
+        median width, where the end is cut at a slant, are skipped), so that it follows the
+        swelling that starts there. ``length_nm`` is the extent along the long axis.
 
     Examples
     --------
