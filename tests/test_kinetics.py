@@ -353,6 +353,42 @@ def test_merged_rows_flags_a_merge_on_the_own_track_for_as_long_as_it_lasts_and_
     assert tr.loc[1].swelling_rate_nm_s == pytest.approx(2.0, rel=0.05)
 
 
+@pytest.mark.parametrize("offset", [0.0, 0.6])
+def test_merged_rows_an_over_split_that_heals_is_no_merge_whatever_ids_the_linker_gives(offset):
+    """A swelling particle cut in two by a false seam for 4-12 frames, then whole again, measured
+    and linked from masks: the linker may end its track and give both pieces (and the healed
+    outline) new ids, or keep it on the bigger piece. No row is a merge; when the small particle
+    beside it is drawn into its outline instead, those rows are."""
+    from skimage.draw import disk
+
+    from tem_operando.kinetics.swelling import merged_rows
+
+    def objects(split=(), merged=(), n=60):
+        inst = np.zeros((n, 160, 160), np.uint32)
+        yy, xx = np.mgrid[:160, :160]
+        for k in range(n):
+            r1 = 20 + min(max((k - 10) * 0.5, 0), 6)
+            m1 = np.zeros((160, 160), bool)
+            m1[disk((80, 70), r1)] = True
+            inst[k][m1] = 1
+            inst[k][disk((80, 70 + r1 + 14), 10)] = 1 if k in merged else 2
+            if k in merged:
+                inst[k][78:83, 70:int(70 + r1 + 14)] = 1  # the gap bridged
+            if k in split:
+                side = (yy - 80) * np.cos(np.pi / 6) - (xx - 70) * np.sin(np.pi / 6) - offset * r1
+                inst[k][m1 & (side > 0)] = 3
+                inst[k][m1 & (np.abs(side) < 1)] = 0
+        cls = (inst > 0).astype(np.uint8)
+        return link_objects(measure_objects(cls, inst, np.arange(n), np.arange(n) * 0.5, 1.0))
+
+    for start in (12, 16, 24):
+        for n_split in (4, 8, 12):
+            ob = objects(split=range(start, start + n_split))
+            assert not merged_rows(ob).any(), (start, n_split)
+    ob = objects(merged=range(30, 36))
+    assert sorted(ob.frame[merged_rows(ob).to_numpy()]) == list(range(30, 36))
+
+
 def test_a_wire_with_no_pristine_width_gives_nan_expansions_not_an_error():
     """A one-frame sliver taken for a wire (width 0 across its pristine part) must not stop the run."""
     from tem_operando.kinetics.swelling import swelling_table

@@ -105,7 +105,7 @@ def swelling_fit(t: np.ndarray, w: np.ndarray, *, resolution_nm: float = 1.0, mi
 
 
 def merged_rows(objects: pd.DataFrame, *, area_tolerance: float = 0.3, min_share: float = 0.1,
-                max_gap_frames: int = 10, min_rows: int = 3, window: int = 5) -> pd.Series:
+                max_gap_frames: int = 10, min_rows: int = 3, window: int = 3) -> pd.Series:
     """Rows whose outline is two or more tracked objects taken together.
 
     Two touching objects that a segmentation outlines as one (in some frames) leave the linked
@@ -114,12 +114,13 @@ def merged_rows(objects: pd.DataFrame, *, area_tolerance: float = 0.3, min_share
     merged; a track's area is the median of its last ``window`` such rows. A row at frame k is
     merged when at least two tracks — its own and *partners*: tracks missing at k, seen within
     ``max_gap_frames`` before and with at least ``min_rows`` rows (not a speck or a one-frame
-    piece) — have their last centroid within its reach (half its length), its area is their areas'
-    sum within ± ``area_tolerance`` and twice as close to it as to the biggest one's alone, and the
-    others add at least ``min_share`` of the biggest. A track born beside another (seen in at
-    least ``min_rows`` frames before) whose area fell by about its own (the same test: an
-    over-split outline) is never that track's partner, so an over-split that heals is the track
-    whole again, not a merge. Partners of a merged row
+    piece) — lie within its reach (their last centroid no further from its centroid than half its
+    length plus half theirs), its area is their areas' sum within ± ``area_tolerance`` and twice as close to it as to the biggest one's alone, and the
+    others add at least ``min_share`` of the biggest. Tracks born near a track seen in at least
+    ``min_rows`` frames (in this frame or up to ``max_gap_frames`` before) whose last area theirs
+    — with its own row in this frame, if any — add up to (the same test) are pieces of it, an
+    over-split outline; pieces of one object are never each other's partners, so an over-split
+    that heals is the object whole again, not a merge. Partners of a merged row
     count as seen at that frame, so a merge is followed for as long as it lasts.
 
     Parameters
@@ -155,7 +156,10 @@ def merged_rows(objects: pd.DataFrame, *, area_tolerance: float = 0.3, min_share
     rows_of: dict[int, list[int]] = {}  # track → its rows that are not merged, in frame order
     seen: dict[int, int] = {}  # track → the last frame it was seen (or was part of a merge)
     first: dict[int, int] = {}  # track → its first frame
-    born_from: dict[int, int] = {}  # track → the track it split off at its first frame
+    family: dict[int, int] = {}  # track → the track it (and its siblings) split off at its first frame
+
+    def fam(t: int) -> int:
+        return family.get(t, t)
 
     def area_of(t: int) -> float:
         rs = rows_of.get(t, [])
@@ -173,30 +177,35 @@ def merged_rows(objects: pd.DataFrame, *, area_tolerance: float = 0.3, min_share
     for rows in np.split(order, bounds):
         k = int(frm[rows[0]])
         here = set(tid[rows].tolist())
-        # tracks born here out of a track seen (whole) for a while before: its area fell by
-        # about theirs
-        new = [r for r in rows if int(tid[r]) not in first]
-        if new:
-            est = np.array([o for o in rows if len(rows_of.get(int(tid[o]), [])) >= min_rows], np.int64)
-            last_est = np.array([rows_of[int(tid[o])][-1] for o in est], np.int64)
-            for r in new:
-                first[int(tid[r])] = k
-                if est.size == 0:
-                    continue
-                near = est[np.hypot(x[last_est] - x[r], y[last_est] - y[r]) <= 0.5 * length[last_est]]
-                for o in near:
-                    if explains(area_of(int(tid[o])), np.array([area[o], area[r]])):
-                        born_from[int(tid[r])] = int(tid[o])
-                        break
         seen = {t: f for t, f in seen.items() if f >= k - max_gap_frames}
+        # over-splits: tracks born here near a track seen whole for a while (here or just before)
+        # whose area their areas (with its own row here, if any) add up to are its family
+        new = [r for r in rows if int(tid[r]) not in first]
+        for r in new:
+            first[int(tid[r])] = k
+        if new:
+            new = np.array(new, np.int64)
+            row_of_here = {int(tid[o]): int(o) for o in rows}
+            for p in [t for t in seen if len(rows_of.get(t, [])) >= min_rows]:
+                last = rows_of[p][-1]
+                pieces = new[np.hypot(x[new] - x[last], y[new] - y[last]) <= 0.5 * length[last]]
+                if pieces.size == 0:
+                    continue
+                parts = area[np.append(pieces, row_of_here[p]) if p in row_of_here else pieces]
+                if explains(float(area[last]), parts):  # its area just before (it may be swelling)
+                    for r in pieces:
+                        family[int(tid[r])] = fam(p)
         partners = [t for t in seen if t not in here and len(rows_of.get(t, [])) >= min_rows]
         if partners:
             for r in rows:
                 own = int(tid[r])
-                near = [t for t in partners
-                        if np.hypot(x[rows_of[t][-1]] - x[r], y[rows_of[t][-1]] - y[r]) <= 0.5 * length[r]]
-                # a partner split off the own track: the row is the own track whole again
-                near = [t for t in near if born_from.get(t) != own]
+                near = [t for t in partners if np.hypot(x[rows_of[t][-1]] - x[r], y[rows_of[t][-1]] - y[r])
+                        <= 0.5 * (length[r] + length[rows_of[t][-1]])]
+                # pieces of one over-split object: the row is that object whole again
+                if own in rows_of:
+                    near = [t for t in near if fam(t) != fam(own)]
+                elif len({fam(t) for t in near}) == 1:
+                    near = []
                 if not near:
                     continue
                 parts = np.array([area_of(t) for t in near] + ([area_of(own)] if own in rows_of else []))
