@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 torch = pytest.importorskip("torch")
 
@@ -556,6 +557,34 @@ def test_split_necks_cuts_a_blob_off_a_wire_at_any_angle_and_keeps_swollen_wires
         _rod(lab, np.array([150.0, 150.0]) - half_length * u, np.array([150.0, 150.0]) + half_length * u, 12, 1)
         lab[disk(tuple(np.array([150.0, 150.0]) + off * nrm), r, shape=lab.shape)] = 1
         assert split_necks(lab).max() == 1, (half_length, r)
+    _assert_particle_on_wire_side_keeps_the_wire_whole(angle_deg)
+
+
+def _assert_particle_on_wire_side_keeps_the_wire_whole(angle_deg):
+    """A big particle only touching a wire's side (a few px of overlap): the particle may be cut off,
+    the wire is never cut in two."""
+    from skimage.draw import disk
+
+    from tem_operando.segment.instances import split_necks
+
+    t = np.deg2rad(angle_deg)
+    u = np.array([np.sin(t), np.cos(t)])
+    nrm = np.array([u[1], -u[0]])
+    for w, r, overlap, along in ((20, 50, 8, 0.5), (10, 25, 3, 0.35), (16, 40, 6, 0.35)):
+        wire = np.zeros((360, 360), np.uint32)
+        a = np.array([180.0, 180.0]) - 100 * u
+        _rod(wire, a, a + 200 * u, w, 1)
+        particle = np.zeros((360, 360), bool)
+        particle[disk(tuple(a + 200 * along * u + nrm * (w / 2 + r - overlap)), r, shape=particle.shape)] = True
+        out = split_necks(np.where(particle, 1, wire).astype(np.uint32))
+        labels, counts = np.unique(out[(wire > 0) & ~particle], return_counts=True)
+        main = labels[np.argmax(counts)]  # the wire's piece: most of the wire, in one piece
+        assert counts.max() > 0.85 * counts.sum() and ndimage.label(out == main, np.ones((3, 3)))[1] == 1, (w, r, counts)
+
+
+@pytest.mark.parametrize("angle_deg", [20, 40])
+def test_split_necks_never_cuts_a_wire_in_two_beside_a_particle_on_its_side(angle_deg):
+    _assert_particle_on_wire_side_keeps_the_wire_whole(angle_deg)
 
 
 @pytest.mark.parametrize("angle_deg", [4, 8, 12, 20])

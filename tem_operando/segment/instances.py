@@ -123,12 +123,13 @@ def _blob_rest_markers(d: np.ndarray, h: float, *, h_px: float, rest_rel: float,
     rod_rel × D``: a wire whose reacted section swells — up to twice as wide for Sn — stays whole,
     a sodium source at least four times the wire's half width is cut off); if it is a blob too,
     it has a dome of its own, rising ``dome_px`` above the saddle where it joins the big blob
-    (the narrow end of an egg has none), which rises ``h_px`` above that saddle. Two
-    substantial parts (a particle lying on a wire's side, the wire going on both ways) are left
-    alone. The cut runs along the
-    blob's own discs at level ``(D + r) / 2``; slivers along the blob's edge go back to the blob.
-    The blob must be round (π D² ≥ ``min_roundness`` × its area): the widest part of a wire is
-    not a blob. Returns (markers, n); n < 2 means no such blob.
+    (the narrow end of an egg has none), which rises ``h_px`` above that saddle. The cut runs
+    along the blob's own discs at level ``(D + r) / 2``; slivers along the blob's edge go back to
+    the blob. It must leave one part beside the blob: a second one that is more than a sliver
+    (≥ ``h_px`` wide, half a disc of radius ``max(h_px, rest_rel × D)`` in area) is a wire
+    passing by a particle on its side, which is left alone rather than cut in two. The blob
+    must be round (π D² ≥ ``min_roundness`` × its area): the widest part of a wire is not a
+    blob. Returns (markers, n); n < 2 means no such blob.
     """
     import cv2
 
@@ -174,7 +175,9 @@ def _blob_rest_markers(d: np.ndarray, h: float, *, h_px: float, rest_rel: float,
         if r - saddle < dome_px or D - saddle < h_px:
             return np.zeros(d.shape, np.int32), 0
     parts, sizes, width, _ = parts_beside(_inscribed_blob(d, 0.5 * (D + r)))
-    if width.size == 0 or width.max() < r_min:
+    # the cut must leave one part beside the blob: any other that is more than a sliver (≥ h_px
+    # wide, half a disc of r_min in area) is a wire passing by the blob, cut in two
+    if width.size == 0 or width.max() < r_min or np.sum((width >= h_px) & (sizes >= 0.5 * np.pi * r_min**2)) > 1:
         return np.zeros(d.shape, np.int32), 0
     other = parts == 1 + int(np.argmax(width))
     if np.pi * D**2 < min_roundness * np.count_nonzero(obj & ~other):  # the "blob" is a rod: a wire
