@@ -163,7 +163,8 @@ def merged_rows(objects: pd.DataFrame, *, area_tolerance: float = 0.3, min_share
 
     def area_of(t: int) -> float:
         rs = rows_of.get(t, [])
-        return float(np.median(area[rs[-window:]])) if rs else float("nan")
+        a = area[rs[-window:]]
+        return float(np.nanmedian(a)) if np.isfinite(a).any() else float("nan")
 
     def explains(a_row: float, parts: np.ndarray) -> bool:
         # the sum explains the area, twice as well as the biggest part alone, and the others
@@ -197,10 +198,12 @@ def merged_rows(objects: pd.DataFrame, *, area_tolerance: float = 0.3, min_share
                         family[int(tid[r])] = fam(p)
         partners = [t for t in seen if t not in here and len(rows_of.get(t, [])) >= min_rows]
         if partners:
+            p_ids = np.array(partners, np.int64)
+            p_last = np.array([rows_of[t][-1] for t in partners], np.int64)
             for r in rows:
                 own = int(tid[r])
-                near = [t for t in partners if np.hypot(x[rows_of[t][-1]] - x[r], y[rows_of[t][-1]] - y[r])
-                        <= 0.5 * (length[r] + length[rows_of[t][-1]])]
+                reach = np.hypot(x[p_last] - x[r], y[p_last] - y[r]) <= 0.5 * (length[r] + length[p_last])
+                near = p_ids[reach].tolist()
                 # pieces of one over-split object: the row is that object whole again
                 if own in rows_of:
                     near = [t for t in near if fam(t) != fam(own)]

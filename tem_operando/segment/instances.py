@@ -120,8 +120,9 @@ def _blob_rest_markers(d: np.ndarray, h: float, *, h_px: float, rest_rel: float,
     tapering off along the blob's edge. If that part is a rod (π r² / area below ``min_roundness``,
     ``r`` its ridge: its largest distance to the object's edge), the blob rises above its ridge by
     at least ``h`` (``D - r ≥ h``) and the rod is at most ``rod_rel`` as wide as the blob (``r ≤
-    rod_rel × D``: a wire whose reacted section swells — up to twice as wide for Sn — stays whole,
-    a sodium source at least four times the wire's half width is cut off); if it is a blob too,
+    rod_rel × D``: a wire whose reacted section swells up to ~1.9× stays whole — at 2× the cut
+    depends on the angle —, a sodium source 2.5–5× the wire's half width is cut off; above
+    ``1 / rest_rel`` the wire is too thin to count and nothing is cut); if it is a blob too,
     it has a dome of its own, rising ``dome_px`` above the saddle where it joins the big blob
     (the narrow end of an egg has none), which rises ``h_px`` above that saddle. The cut runs
     along the blob's own discs at level ``(D + r) / 2``; slivers along the blob's edge go back to
@@ -197,7 +198,8 @@ def split_necks(labels: np.ndarray, *, h_px: float = 3.0, h_rel: float = 0.4, mi
     radius)`` — so wires with rough edges and particles with small bumps stay whole — along the
     neck, by a watershed, and only if every piece is a blob (a blob's inscribed disc covers ≥
     ``min_roundness`` of it), or all are blobs but one rod that every blob is ``wider`` times as
-    wide as (a particle joined to a wire by a neck): a wire pinched by noise is not cut.
+    wide as (a particle joined to a wire by a neck): a wire pinched by noise is not cut, and
+    neither is a particle less than 1.5× as wide as the wire bridged to its end.
 
     Failing a neck, a blob joined to the rest along a junction as wide as the rest — a sodium
     source or a particle taken in with the wire that touches it, a small particle pressed into a
