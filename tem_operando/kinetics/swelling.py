@@ -113,15 +113,16 @@ def merged_rows(objects: pd.DataFrame, *, area_tolerance: float = 0.3, min_share
     width and area jump. Frames are visited in order, remembering each track's rows that are not
     merged; a track's area is the median of its last ``window`` such rows. A row at frame k is
     merged when at least two tracks — its own and *partners*: tracks missing at k, seen within
-    ``max_gap_frames`` before and with at least ``min_rows`` rows (not a speck or a one-frame
-    piece) — lie within its reach (their last centroid no further from its centroid than half its
-    length plus half theirs), its area is their areas' sum within ± ``area_tolerance`` and twice as close to it as to the biggest one's alone, and the
-    others add at least ``min_share`` of the biggest. Tracks born near a track seen in at least
-    ``min_rows`` frames (in this frame or up to ``max_gap_frames`` before) whose last area theirs
-    — with its own row in this frame, if any — add up to (the same test) are pieces of it, an
-    over-split outline; pieces of one object are never each other's partners, so an over-split
-    that heals is the object whole again, not a merge. Partners of a merged row
-    count as seen at that frame, so a merge is followed for as long as it lasts.
+    ``max_gap_frames`` before and with at least ``min_rows`` unmerged rows (not a speck or a
+    one-frame piece) — lie within its reach (their last centroid no further from its centroid
+    than half its length plus half theirs), its area is their areas' sum within
+    ± ``area_tolerance`` and twice as close to it as to the biggest one's alone, and the others
+    add at least ``min_share`` of the biggest. Tracks born within half the length of a track with
+    at least ``min_rows`` unmerged rows (seen in this frame or up to ``max_gap_frames`` before),
+    whose areas — with that track's row in this frame, if any — add up to its last area (the same
+    test), are pieces of it, an over-split outline; pieces of one object are never each other's
+    partners, so an over-split that heals is the object whole again, not a merge. Partners of a
+    merged row count as seen at that frame, so a merge is followed for as long as it lasts.
 
     Parameters
     ----------

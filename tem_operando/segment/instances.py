@@ -87,7 +87,7 @@ def _neck_markers(d: np.ndarray, h: float) -> tuple[np.ndarray, int]:
         if k < 2:
             continue
         top = _max_by_label(d, comp, k)
-        keep = np.flatnonzero(np.asarray(top) >= tau + h) + 1
+        keep = np.flatnonzero(top >= tau + h) + 1
         if keep.size >= 2:
             lut = np.zeros(k + 1, np.int32)
             lut[keep] = np.arange(1, keep.size + 1)
