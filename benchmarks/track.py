@@ -5,7 +5,7 @@ the images; ``link_objects`` vs ``trackpy.link`` on the same detections (our cen
 Targets (DESIGN.md): measuring ≥ 5× locate; linking ≥ 1× trackpy.link. Also, as shares of the
 measuring / linking time in the same run (no target; they should stay small): ``split_necks``
 on every frame's connected object mask (touching objects as one outline, the network's usual
-merge) and ``swelling_table`` (with ``merged_rows``) on the linked objects.
+merge), and on one frame of two big touching particles (high magnification), and ``swelling_table`` (with ``merged_rows``) on the linked objects.
 
     .venv/bin/python benchmarks/track.py [--frames 60] [--size 256]
 """
@@ -70,6 +70,12 @@ def main(argv=None) -> None:
 
     merged = [ndimage.label(c > 0)[0] for c in s.classes]
     t_split, _ = best_of(lambda: [split_necks(m) for m in merged])
+    # high magnification: two touching particles of 300 and 160 px radius in a 1024² frame (the blob
+    # cut's growth step used to cost seconds here)
+    yy, xx = np.mgrid[:1024, :1024]
+    big = (((yy - 512) ** 2 + (xx - 400) ** 2 < 300 ** 2) | ((yy - 512) ** 2 + (xx - 830) ** 2 < 160 ** 2)).astype(np.uint32)
+    t_big, big_out = best_of(lambda: split_necks(big))
+    t_big_meas, _ = best_of(lambda: measure_objects(None, big_out, nm_per_px=1.0))
     linked = link_objects(ob)
     t_kin, _ = best_of(lambda: swelling_table(linked, nm_per_px=s.nm_per_px))
     print(f"{a.frames} frames {a.size}x{a.size}, {n_obj} objects (trackpy.locate found {len(feats)})")
@@ -84,6 +90,8 @@ def main(argv=None) -> None:
     print(f"estimate_drift    {a.frames / t_drift:12.1f} frames/s")
     print(f"split_necks       {a.frames / t_split:12.0f} frames/s  ({1e3 * t_split / a.frames:.1f} ms/frame, "
           f"{t_split / t_meas:.2f}x measure_objects)")
+    print(f"split_necks, two touching particles of 300 / 160 px radius in 1024x1024: {1e3 * t_big:.0f} ms, "
+          f"{int(big_out.max())} parts, {t_big / t_big_meas:.1f}x measure_objects on its result")
     print(f"swelling_table    {len(linked) / t_kin:12.0f} rows/s     ({t_kin / t_link:.2f}x link_objects)")
 
 

@@ -100,14 +100,17 @@ def _inscribed_blob(d: np.ndarray, level: float) -> np.ndarray:
 
     The part of ``{d > level}`` that holds the distance map's maximum, grown back by ``level``
     (a morphological opening of the object, restricted to its widest blob), within the object.
+    The growth is a threshold of the Euclidean distance to that core — exact discs, in time linear
+    in the pixels whatever the radius (a dilation by a disc costs its area per pixel: seconds for
+    one 300 px-radius particle).
     """
     import cv2
 
     _, comp = cv2.connectedComponents((d > level).view(np.uint8), connectivity=8)
-    core = (comp == comp.flat[int(np.argmax(d))]).astype(np.uint8)
+    outside = (comp != comp.flat[int(np.argmax(d))]).view(np.uint8)
     r = int(np.ceil(level)) + 1
-    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-    return cv2.dilate(core, disc).astype(bool) & (d > 0)
+    dist = cv2.distanceTransform(outside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return (dist <= r) & (d > 0)
 
 
 def _blob_rest_markers(d: np.ndarray, h: float, *, h_px: float, rest_rel: float, rod_rel: float,
