@@ -24,7 +24,14 @@ from tem_operando.segment.datasets import (
     true_shifts_px,
     write_annotation_set,
 )
-from tem_operando.segment.reference import network_input, reference_shifts_px, register_reference, shift_reference
+from tem_operando.segment.reference import (
+    mean_reference,
+    network_input,
+    reference_run,
+    reference_shifts_px,
+    register_reference,
+    shift_reference,
+)
 from tem_operando.segment.train import TrainConfig, train, with_input_channels
 
 TINY = dict(width=4, depth=2, blocks=1, batch=4, crop=64, steps_per_epoch=6, epochs=2, threads=1)
@@ -68,7 +75,7 @@ def test_training_reference_moves_like_the_pipeline_drift():
     # or swapped axes would be off by the whole path)
     assert (np.abs(measured - shifts) <= 1.0 + 0.05 * np.abs(shifts)).all(), np.c_[shifts, measured]
     fs, s6 = synthetic_frames(3, 4, dose=100.0, size=96, drift_nm_per_s=(3.0, -2.0))
-    np.testing.assert_allclose(fs.reference, register_reference(fs.frames, fs.frames[0], shifts_px=true_shifts_px(s6)))
+    np.testing.assert_allclose(fs.reference, register_reference(fs.frames, s6.reference, shifts_px=true_shifts_px(s6)))
 
 
 def test_reference_shape_is_checked():
@@ -144,7 +151,8 @@ def test_shards_and_annotation_sets_carry_the_reference(tmp_path, data):
     (path,) = generate_shards(tmp_path / "shards", [31, 32], n_frames=3, size=64, progress=False)
     fs = load_shards([path])
     assert fs.reference is not None and fs.reference.shape == fs.frames.shape
-    np.testing.assert_allclose(fs.reference[0], fs.frames[0], rtol=1e-2, atol=0.05)  # f16 storage
+    want, _ = synthetic_frames(31, 3, size=64)  # the session's own averaged reference, moved onto each frame
+    np.testing.assert_allclose(fs.reference[:3], want.reference, rtol=1e-2, atol=0.05)  # f16 storage
 
     sub = data.subset([4, 5, 6])  # one session's frames 0–2
     ann = write_annotation_set(tmp_path / "ann", sub.frames, sub.classes, sub.instances, nm_per_px=1.0,
@@ -164,7 +172,7 @@ def test_shards_and_annotation_sets_carry_the_reference(tmp_path, data):
     np.testing.assert_array_equal(both.reference[:3], sub.frames)
 
 
-def test_pipeline_gives_two_channel_models_the_first_image_frame(two_channel_model, tmp_path, monkeypatch):
+def test_pipeline_gives_two_channel_models_the_averaged_first_image_frames(two_channel_model, tmp_path, monkeypatch):
     from tem_operando.pipeline import AnalyzeOptions, analyze
     from tem_operando.results.corrections import export_annotation_set, paint
     from tem_operando.results import ResultStore
@@ -190,7 +198,9 @@ def test_pipeline_gives_two_channel_models_the_first_image_frame(two_channel_mod
     true = true_shifts_px(s)
     assert np.abs(true[-1]).max() > 3  # the pipeline's drift follows the sample (as in test_training_reference_…)
     assert (np.abs(moved - true) <= 1.0 + 0.1 * np.abs(true)).all(), np.c_[true, moved]
-    np.testing.assert_allclose(got, shift_reference(s.frames[0], moved), atol=1e-4)
+    # the reference: frames 0 and 1 (its first second at 2 frames/s) moved back onto frame 0 and averaged
+    first = mean_reference(s.frames[:2], moved[:2])
+    np.testing.assert_allclose(got, shift_reference(first, moved), atol=1e-3)
     store = ResultStore(tmp_path / "res")
     assert store.read_summary()["status"] == "complete"
     assert store.read_summary()["reference_frame"] == 0
@@ -231,7 +241,19 @@ def test_pipeline_passes_over_blank_first_frames_and_chains_drift_incrementally(
     rec = write_session(s, tmp_path / "s.hspy")
     out = tmp_path / "res"
     analyze(rec, out, AnalyzeOptions(model=str(two_channel_model), chunk_frames=3, scheduler="sync"), report=False)
-    assert ResultStore(out).read_summary()["reference_frame"] == 2
+    summary = ResultStore(out).read_summary()
+    assert summary["reference_frame"] == 2
+    # 2 frames/s: the reference averages the frames of its first second (t = 1.0, 1.5 s), not t = 2.0 s
+    assert summary["reference_run"] == [2, 3]
+    # an annotation set exported from these results carries the same averaged reference
+    from tem_operando.results.corrections import export_annotation_set
+
+    ann = load_annotation_set(export_annotation_set(ResultStore(out), tmp_path / "ann", frames=[5, 7]))
+    frames_tab = ResultStore(out).read_table("frames").set_index("frame")
+    d = frames_tab[["drift_y_nm", "drift_x_nm"]].to_numpy(float) / s.nm_per_px
+    d = d - d[2]
+    want = shift_reference(mean_reference(s.frames[[2, 3]], d[[2, 3]]), d[[5, 7]])
+    np.testing.assert_allclose(ann.reference, want, atol=1e-3)
     work = out / ".work"
     whole = np.load(work / REFERENCE_DRIFT)
     assert whole.shape == (9, 2) and np.isfinite(whole).all()
@@ -250,3 +272,82 @@ def test_pipeline_passes_over_blank_first_frames_and_chains_drift_incrementally(
         assert state["chained_to"] == ranges[k - 1][1]
     np.testing.assert_allclose(np.load(work / REFERENCE_DRIFT), whole)
     assert state["frame"] == 2
+
+
+def test_reference_run_counts_the_frames_of_the_first_second():
+    assert reference_run(np.arange(30) / 25.0) == 8  # a fast camera: at most 8
+    assert reference_run(np.arange(30) / 4.0) == 4  # 4 frames/s: t = 0, 0.25, 0.5, 0.75 s
+    assert reference_run(np.array([3.0, 5.0, 6.0])) == 1  # one frame alone
+    assert reference_run(np.full(12, np.nan)) == 8  # no time axis: the count alone
+    assert reference_run(np.arange(3) / 100.0) == 3
+    assert reference_run(np.zeros(0)) == 0
+    assert reference_run(np.arange(30) / 25.0, n_max=1) == 1
+
+
+def test_mean_reference_moves_drifted_frames_back_and_averages_their_noise():
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:96, :96]
+    scene = 50.0 - 30.0 * (((yy - 40.0) ** 2 + (xx - 52.0) ** 2) < 15.0 ** 2)
+    scene = ndimage.gaussian_filter(scene, 1.0)
+    shifts = np.array([[0.0, 0.0], [1.5, -2.25], [3.0, -4.5], [4.5, -6.75], [6.0, -9.0], [7.5, -11.25],
+                       [9.0, -13.5], [10.5, -15.75]])  # (dy, dx) the sample moved since the first frame
+    frames = np.stack([ndimage.shift(scene, s, order=1, mode="nearest") for s in shifts])
+    noisy = rng.poisson(frames).astype(np.float32)
+    ref = mean_reference(noisy, shifts)
+    inner = (slice(20, 76), slice(20, 76))
+    err_mean = float(np.std((ref - scene)[inner]))
+    err_one = float(np.std((noisy[0] - scene)[inner]))
+    assert err_mean < 0.5 * err_one  # 8 frames: noise ~1/sqrt(8) (linear interpolation smooths a bit more)
+    # aligned with the first frame: the disc's centre of mass where the first frame has it
+    cy, cx = ndimage.center_of_mass(ndimage.gaussian_filter(ref, 1.5)[inner] < 35)
+    ty, tx = ndimage.center_of_mass(scene[inner] < 35)
+    assert abs(cy - ty) < 0.3 and abs(cx - tx) < 0.3
+    # without its shifts the average is smeared along the drift
+    smeared = mean_reference(noisy)
+    assert np.std((smeared - scene)[inner]) > 2 * err_mean
+    np.testing.assert_array_equal(mean_reference(noisy[:1], shifts[:1]), noisy[0])
+    with pytest.raises(ValueError):
+        mean_reference(np.zeros((0, 8, 8)))
+
+
+def test_image_series_reference_averages_the_first_frame_without_changing_the_session():
+    from tem_operando.synth import image_series
+
+    kw = dict(scene="particles", rng=21, dose_e_per_px=5.0)
+    plain = image_series(4, (96, 96), **kw)
+    assert plain.reference is None
+    one = image_series(4, (96, 96), reference_frames=1, **kw)
+    np.testing.assert_array_equal(one.reference, one.frames[0])
+    many = image_series(4, (96, 96), reference_frames=16, **kw)
+    np.testing.assert_array_equal(many.frames, plain.frames)  # the frames do not depend on k
+    np.testing.assert_array_equal(many.classes, plain.classes)
+    assert many.params["reference_frames"] == 16
+    clean = image_series(4, (96, 96), **{**kw, "dose_e_per_px": 5.0e5}).frames[0] / 1e5  # per 5 e-/px
+    err16 = np.std(many.reference - clean)
+    err1 = np.std(one.reference - clean)
+    assert err16 < 0.4 * err1  # 16 exposures: ~1/4 of the noise
+    with pytest.raises(ValueError, match="reference_frames"):
+        image_series(2, (32, 32), reference_frames=-1)
+
+
+def test_synthetic_training_frames_average_a_drawn_number_of_first_exposures():
+    from tem_operando.segment.datasets import training_reference_frames
+
+    ks = [training_reference_frames(s) for s in range(400)]
+    assert min(ks) == 1 and max(ks) == 16 and 3 <= np.median(ks) <= 5  # log-uniform 1-16
+    fs, s = synthetic_frames(7, 3, size=64, reference_frames=4)
+    assert s.params["reference_frames"] == 4
+    np.testing.assert_allclose(fs.reference, register_reference(fs.frames, s.reference, shifts_px=true_shifts_px(s)))
+
+
+def test_synthetic_recording_on_disk_gets_the_pipelines_averaged_reference(tmp_path):
+    from tem_operando.segment.datasets import load_synthetic_session
+    from tem_operando.synth import image_series, write_session
+
+    s = image_series(10, (64, 64), scene="particles", rng=5, fps=4.0, drift_nm_per_s=(3.0, 2.0), dose_e_per_px=20.0)
+    path = write_session(s, tmp_path / "s.hspy")
+    fs, _ = load_synthetic_session(path, max_frames=4)
+    shifts = true_shifts_px(s)
+    first = mean_reference(s.frames[:4], shifts[:4])  # 4 frames/s: t = 0, 0.25, 0.5, 0.75 s
+    idx = [int(x.rsplit(":", 1)[1]) for x in fs.source]
+    np.testing.assert_allclose(fs.reference, register_reference(fs.frames, first, shifts_px=shifts[idx]), atol=1e-3)

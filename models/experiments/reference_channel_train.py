@@ -6,13 +6,14 @@ shifted by the true drift onto each frame, is given as a second channel. The new
 at zero, so the network starts out exactly as segnet-s v2 and learns what the reference adds.
 Results and how to read them: ``models/experiments/README.md``.
 
-    python models/experiments/reference_channel_train.py OUT.pt STEPS [--init MODEL] [--lr LR] [--data v3|v4|v5]
+    python models/experiments/reference_channel_train.py OUT.pt STEPS [--init MODEL] [--lr LR] [--data v3|v4|v5|v6|v7]
         [--rim-weight W]
     python models/experiments/reference_channel_eval.py OUT.pt
 
 ``--init`` is a model file (default: the shipped model); a one-channel model is widened with zero
 weights for the reference, a two-channel one continues as it is. ``--data v3`` renders the 7,800
-frames segnet-s v3 was trained on, ``--data v4`` 9,600 frames of other seeds, more of them with wires (see ``DATA``).
+frames segnet-s v3 was trained on, ``--data v4`` 9,600 frames of other seeds, more of them with wires, ``--data v7``
+the v5 mix on new seeds with references averaged from 1–16 first exposures (see ``DATA``).
 Needs ~9–11 GB of RAM for the rendered frames (two float16 channels of 256×256 each).
 """
 
@@ -29,6 +30,7 @@ from tem_operando.segment.datasets import synthetic_frames
 from tem_operando.segment.modelfile import build_from_file, load_model_file
 from tem_operando.segment.network import SegNet
 from tem_operando.segment.normalise import normalise
+from tem_operando.segment.reference import network_input
 
 CROP, BATCH, LR = 192, 7, 1e-3
 
@@ -40,7 +42,10 @@ DATA = {
     # liquid cells and dark field, the weakest held-apart scenes of v5 (objects IoU 0.74 / 0.80 at dose 10)
     "v6": [(6000, 6350, 6, {"background": "liquid"}), (6350, 6550, 6, {"contrast": "dark-field"}),
            (6550, 6650, 12, "particles"), (6650, 7150, 6, None)],
+    # the v5 mix on new seeds, each session's reference the mean of its first 1–16 exposures (session 12)
+    "v7": [(7200, 7500, 12, "particles"), (7500, 7650, 12, "mixed"), (7650, 7700, 12, "wire"), (7700, 8200, 6, None)],
 }
+AVERAGED = {"v7"}  # data sets whose reference is the averaged one
 RIM_PX = 3  # --rim-weight: the outer band of every true object, px
 
 
@@ -62,11 +67,21 @@ def weighted_loss(out, cls, seam, pix_w):
     return T.loss_fn(out, cls, seam) - F.cross_entropy(out[:, :3], cls, weight=w) + ce
 
 
-def render(seeds, n_frames, **kw):
-    """Frames as (n, 2, Y, X) float16 [frame, registered first frame], classes, instances."""
+def render(seeds, n_frames, averaged=False, **kw):
+    """Frames as (n, 2, Y, X) float16 [frame, registered first frame], classes, instances.
+
+    ``averaged``: the reference is the FrameSet's own (the mean of the session's first 1–16
+    exposures, ``datasets.training_reference_frames``), given as inference does
+    (``reference.network_input``); else frame 0 (the v3–v6 recipes)."""
     xs, cs, ins = [], [], []
     for sd in seeds:
         fs, s = synthetic_frames(sd, n_frames, **kw)
+        if averaged:
+            x2 = network_input(fs.frames, fs.reference, 2).astype(np.float16)
+            xs += list(x2)
+            cs += list(fs.classes)
+            ins += list(fs.instances)
+            continue
         ft = s.frame_table
         dx = ft["drift_x_nm"].to_numpy() / s.nm_per_px  # how far the sample moved since frame 0, px
         dy = ft["drift_y_nm"].to_numpy() / s.nm_per_px
@@ -102,7 +117,7 @@ def main(out: str, steps: int, init=None, lr: float = LR, data: str = "v3", rim_
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     t0 = time.time()
-    parts = [render(range(a, b), n, **(sc if isinstance(sc, dict) else {"scene": sc} if sc else {}))
+    parts = [render(range(a, b), n, data in AVERAGED, **(sc if isinstance(sc, dict) else {"scene": sc} if sc else {}))
              for a, b, n, sc in DATA[data]]
     x_all = np.stack([a for p in parts for a in p[0]])
     cls_all = np.stack([a for p in parts for a in p[1]])

@@ -208,20 +208,24 @@ def _read_reference_state(work: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def write_reference_drift(folder: Path, ranges, read_frames: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
+def write_reference_drift(folder: Path, ranges, read_frames: Callable[[np.ndarray], np.ndarray] | None = None,
+                          read_times: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
     """Chain the drift pass' chunks not chained yet onto the absolute drift of the frames before them.
 
     Incremental: ``--follow`` calls it after every poll, and only the new chunks are read. The
     reference frame is chosen once, among the first image frames the pass registered (up to a
     chunk's worth, read with ``read_frames(index)``; without it, the first image frame):
-    :func:`~tem_operando.segment.reference.choose_reference`. Returns the state (``frame``: the
-    reference frame, ``chained_to``: frames chained so far).
+    :func:`~tem_operando.segment.reference.choose_reference`; with it the image frames averaged into
+    the reference (``run``: it and the next ones taken within a second, at most eight;
+    :func:`~tem_operando.segment.reference.reference_run`, times from ``read_times(index)``, s).
+    Returns the state (``frame``: the reference frame, ``run``: the frames averaged,
+    ``chained_to``: frames chained so far).
     """
     import io
     import json
 
     from .._files import atomic_write_bytes
-    from ..segment.reference import choose_reference, structure_score
+    from ..segment.reference import REFERENCE_FRAMES, choose_reference, reference_run, structure_score
 
     work = Path(folder) / WORK
     state = _read_reference_state(work)
@@ -241,9 +245,13 @@ def write_reference_drift(folder: Path, ranges, read_frames: Callable[[np.ndarra
         absolute[f] = chained[["drift_x_px", "drift_y_px"]].to_numpy(float)
         state["last"] = [float(v) for v in absolute[f[-1]]]
         if state["frame"] is None:  # the first image frames the pass saw (up to one chunk's worth)
-            first = rows.sort_values("frame")["frame"].to_numpy(int)[: max(e - s for s, e in new)]
+            seen = rows.sort_values("frame")["frame"].to_numpy(int)
+            first = seen[: max(e - s for s, e in new)]
             scores = [structure_score(f) for f in read_frames(first)] if read_frames is not None else [0.0]
             state["frame"] = int(first[choose_reference(scores)])
+            after = seen[seen >= state["frame"]][:REFERENCE_FRAMES]
+            times = read_times(after) if read_times is not None else np.full(after.size, np.nan)
+            state["run"] = [int(f) for f in after[: reference_run(times)]]
     state["chained_to"] = int(new[-1][1])
     buf = io.BytesIO()
     np.save(buf, absolute)
@@ -253,9 +261,10 @@ def write_reference_drift(folder: Path, ranges, read_frames: Callable[[np.ndarra
 
 
 def _reference_frames(rec, spec: ChunkSpec, index: np.ndarray) -> np.ndarray:
-    """The reference frame (the recording's first image frame with structure) moved onto each of
-    frames ``index`` by the drift pass' drift."""
-    from ..segment.reference import shift_reference
+    """The reference (the recording's first image frame with structure, averaged with the image
+    frames of its first second: :func:`~tem_operando.segment.reference.mean_reference`) moved onto
+    each of frames ``index`` by the drift pass' drift."""
+    from ..segment.reference import mean_reference, shift_reference
 
     work = Path(spec.results_dir) / WORK
     state = _read_reference_state(work)
@@ -270,7 +279,11 @@ def _reference_frames(rec, spec: ChunkSpec, index: np.ndarray) -> np.ndarray:
         raise TemOperandoError(f"{path}: no drift for frames {missing[:5].tolist()}; the drift pass did not run "
                                "for them")
     d = d - np.asarray(drift[int(ref)], float)
-    return shift_reference(np.asarray(rec.frame(int(ref)), np.float32), d[:, ::-1].copy())
+    run = [int(f) for f in state.get("run") or [ref] if int(f) < len(drift) and np.isfinite(drift[int(f)]).all()]
+    run = run if run and run[0] == int(ref) else [int(ref)]  # (analyses before averaging: the frame alone)
+    image = mean_reference(np.stack([np.asarray(rec.frame(f), np.float32) for f in run]),
+                           (np.asarray(drift[run], float) - np.asarray(drift[int(ref)], float))[:, ::-1])
+    return shift_reference(image, d[:, ::-1].copy())
 
 
 def _drift_from_pass(spec: ChunkSpec, start: int, stop: int | None, index: np.ndarray):
@@ -755,9 +768,15 @@ def run_passes(run: Run, ranges: list[tuple[int, int]], *, all_ranges: list[tupl
                 with _open(spec) as rec:
                     return np.stack([rec.frame(int(i)) for i in index])
 
-            state = write_reference_drift(run.store.folder, every, read_frames)
-            if state["frame"] is not None and run.store.read_summary().get("reference_frame") != state["frame"]:
-                run.store.update_summary(reference_frame=state["frame"])
+            def read_times(index: np.ndarray) -> np.ndarray:
+                with _open(spec) as rec:
+                    return rec.times(0, int(np.max(index)) + 1)[np.asarray(index, int)]
+
+            state = write_reference_drift(run.store.folder, every, read_frames, read_times)
+            summary = run.store.read_summary()
+            if state["frame"] is not None and (summary.get("reference_frame") != state["frame"]
+                                               or summary.get("reference_run") != state.get("run")):
+                run.store.update_summary(reference_frame=state["frame"], reference_run=state.get("run"))
         records += run_chunks(chunk_job, spec, ranges, scheduler=o.scheduler, workers=o.workers, on_done=on_done)
     return records
 

@@ -998,21 +998,26 @@ def export_annotation_set(store: ResultStore, out_dir: str | os.PathLike, frames
             cls.append(c)
             ins.append(i)
         from .._registration import shift_reference
+        from ..segment.reference import mean_reference
 
-        # the analysis' reference frame (its first image frame with structure; older analyses: the
-        # first image frame) moved onto each frame by the analysis' drift: what two-channel models
-        # see beside each frame
+        # the analysis' reference (its first image frame with structure averaged with the frames of
+        # its first second; older analyses: the first image frame alone) moved onto each frame by the
+        # analysis' drift: what two-channel models see beside each frame
         summary = store.read_summary()
         first = summary.get("reference_frame")
         first = int(fr.index[fr["mode"] == "image"][0]) if first is None or int(first) not in fr.index else int(first)
+        run = [int(f) for f in summary.get("reference_run") or [first] if int(f) in fr.index]
+        run = run if run and run[0] == first else [first]
         nm = float(rep.nm_per_px)
         if {"drift_x_nm", "drift_y_nm"} <= set(fr.columns) and nm > 0:
             d = fr[["drift_y_nm", "drift_x_nm"]].to_numpy(float) / nm
             d = np.nan_to_num(d - fr.loc[[first], ["drift_y_nm", "drift_x_nm"]].to_numpy(float) / nm)
             pos = {int(f): k for k, f in enumerate(fr.index)}
-            reference = shift_reference(np.asarray(rec.frame(first), np.float32), d[[pos[f] for f in frames]])
-        else:
-            reference = np.asarray(rec.frame(first), np.float32)  # registered when read
+            image = mean_reference(np.stack([np.asarray(rec.frame(f), np.float32) for f in run]),
+                                   d[[pos[f] for f in run]])
+            reference = shift_reference(image, d[[pos[f] for f in frames]])
+        else:  # no drift known: the reference frame alone, registered when read
+            reference = np.asarray(rec.frame(first), np.float32)
     entries = list(store.corrections())
     dose = fr.loc[frames, "dose_e_per_px"].to_numpy(float) if "dose_e_per_px" in fr else None
     prov = {"recording": summary.get("input"), "recording_sha256": summary.get("input_sha256"),

@@ -26,7 +26,7 @@ import numpy as np
 
 from .._files import atomic_path
 from ..errors import TemOperandoError
-from .reference import register_reference
+from .reference import mean_reference, reference_run, register_reference
 
 #: seeds of held-apart evaluation sessions start here; training seeds stay below
 EVAL_SEED_OFFSET = 1_000_000
@@ -126,21 +126,35 @@ def random_recipe(seed: int, *, dose: float | None = None, size: int = 256) -> d
     )
 
 
+def training_reference_frames(seed: int) -> int:
+    """How many first frames session ``seed`` averages into its reference in training: 1–16,
+    log-uniform (slow cameras average one or two, fast ones :data:`.reference.REFERENCE_FRAMES`),
+    drawn from a stream of its own so the scene of a seed does not change."""
+    return int(round(math.exp(np.random.default_rng([seed, 11]).uniform(0.0, math.log(16.0)))))
+
+
 def synthetic_frames(seed: int, n_frames: int = 6, *, dose: float | None = None, size: int = 256,
-                     **overrides) -> tuple[FrameSet, object]:
-    """Render one random session (see :func:`random_recipe`) as a :class:`FrameSet` and Session."""
+                     reference_frames: int | None = None, **overrides) -> tuple[FrameSet, object]:
+    """Render one random session (see :func:`random_recipe`) as a :class:`FrameSet` and Session.
+
+    The FrameSet's reference is the mean of ``reference_frames`` exposures of the first frame's scene
+    (``image_series(reference_frames=k)``, what :func:`.reference.mean_reference` makes of a fast
+    camera's first frames) moved onto each frame by the true drift; None: drawn per seed
+    (:func:`training_reference_frames`).
+    """
     from ..synth.images import image_series
 
     kw = random_recipe(seed, dose=dose, size=size)
     kw.update(overrides)
     shape = kw.pop("shape")
-    s = image_series(n_frames, shape, **kw)
+    k = training_reference_frames(seed) if reference_frames is None else int(reference_frames)
+    s = image_series(n_frames, shape, reference_frames=max(k, 1), **kw)
     n = s.n_frames
     frames = s.frames.astype(np.float32)
     fs = FrameSet(frames, s.classes.astype(np.uint8), s.instances.astype(np.uint32),
                   np.asarray(s.dose_e_per_px, float), np.full(n, s.nm_per_px),
                   [f"synthetic seed {seed} frame {i}" for i in range(n)],
-                  register_reference(frames, frames[0], shifts_px=true_shifts_px(s)) if n else None)
+                  register_reference(frames, s.reference, shifts_px=true_shifts_px(s)) if n else None)
     return fs, s
 
 
@@ -326,16 +340,18 @@ def load_synthetic_session(path: str | os.PathLike, max_frames: int | None = Non
         if max_frames is not None and idx.size > max_frames:
             idx = idx[np.linspace(0, idx.size - 1, max_frames).round().astype(int)]
         frames = np.stack([np.asarray(rec.frame(int(i)), np.float32) for i in idx])
-        first = int(np.flatnonzero(modes == "image")[0]) if idx.size else 0
-        shifts = None
-        if idx.size and {"drift_x_nm", "drift_y_nm"} <= set(truth.frames):  # the true drift places it
+        images = np.flatnonzero(modes == "image")
+        reference = None
+        if idx.size:  # the first image frames averaged as the pipeline does (reference.reference_run)
             ft = truth.frames.set_index("frame") if "frame" in truth.frames else truth.frames
-            nm_px = float(truth.info.get("nm_per_px", math.nan))
-            d = ft[["drift_y_nm", "drift_x_nm"]].to_numpy(float) / nm_px
-            pos = {int(f): k for k, f in enumerate(ft.index)}
-            shifts = np.array([d[pos[int(i)]] - d[pos[first]] for i in idx])
-        reference = (register_reference(frames, np.asarray(rec.frame(first), np.float32), shifts_px=shifts)
-                     if idx.size else None)
+            t = ft.reindex(images)["time_s"].to_numpy(float) if "time_s" in ft else np.full(images.size, np.nan)
+            run = images[: reference_run(t)]
+            d = np.zeros((modes.size, 2))
+            if {"drift_x_nm", "drift_y_nm"} <= set(truth.frames):  # the true drift places them
+                nm_px = float(truth.info.get("nm_per_px", math.nan))
+                d = np.nan_to_num(ft.reindex(np.arange(modes.size))[["drift_y_nm", "drift_x_nm"]].to_numpy(float) / nm_px)
+            ref = mean_reference(np.stack([np.asarray(rec.frame(int(i)), np.float32) for i in run]), d[run])
+            reference = register_reference(frames, ref, shifts_px=d[idx] - d[run[0]])
     finally:
         rec.close()
     classes = np.asarray(truth.classes[...])[idx].astype(np.uint8)

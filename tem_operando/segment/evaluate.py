@@ -70,11 +70,12 @@ def item_from_session(session, name: str, dose_level: float | None = None, frame
     item = _item(name, session.frames[idx], session.classes[idx], session.instances[idx], session.nm_per_px,
                  np.full(idx.size, dose_level if dose_level is not None else session.params.get("dose_e_per_px")),
                  ft, session.tracks, session.fronts, idx)
-    if session.n_frames:  # the first frame moved by the true drift (the pipeline places it by its own drift)
+    if session.n_frames:  # the first frame(s) moved by the true drift (the pipeline places it by its own drift)
         from .datasets import true_shifts_px
         from .reference import register_reference
 
-        item.reference = register_reference(item.frames, session.frames[0], shifts_px=true_shifts_px(session)[idx])
+        first = session.reference if session.reference is not None else session.frames[0]
+        item.reference = register_reference(item.frames, first, shifts_px=true_shifts_px(session)[idx])
     return item
 
 
@@ -302,9 +303,12 @@ def held_apart_items(n_sessions: int = 4, doses=(2, 5, 10, 20, 50, 100), *, n_fr
     """Freshly rendered evaluation sessions with seeds never used in training (≥ EVAL_SEED_OFFSET).
 
     The same ``n_sessions`` scenes (seeds) are rendered at every dose level, so the levels differ
-    only by dose. ``empty`` scenes are skipped.
+    only by dose. ``empty`` scenes are skipped. Each session's reference is the mean of
+    :data:`.reference.REFERENCE_FRAMES` exposures of its first frame at the same dose: what the
+    pipeline averages from the first second of a camera running at ≥ 8 frames/s.
     """
     from .datasets import EVAL_SEED_OFFSET, random_recipe, synthetic_frames
+    from .reference import REFERENCE_FRAMES
 
     seed = EVAL_SEED_OFFSET if first_seed is None else first_seed
     seeds = []
@@ -315,7 +319,7 @@ def held_apart_items(n_sessions: int = 4, doses=(2, 5, 10, 20, 50, 100), *, n_fr
     items = []
     for d in doses:
         for s in seeds:
-            _, sess = synthetic_frames(s, n_frames, dose=float(d), size=size)
+            _, sess = synthetic_frames(s, n_frames, dose=float(d), size=size, reference_frames=REFERENCE_FRAMES)
             items.append(item_from_session(sess, f"seed{s}@{d:g}", dose_level=float(d)))
     return items
 

@@ -9,6 +9,12 @@ frame, shifted onto it by phase correlation (the sample drifts). Findings behind
 
 Without a reference, a frame is its own reference ("nothing changed since the start"): two-channel
 models work, less well, on single frames.
+
+At low dose one frame is a noisy picture of the start. The reference is therefore the mean of the
+first image frames taken within :data:`REFERENCE_WINDOW_S` of the chosen first frame, at most
+:data:`REFERENCE_FRAMES` of them, each moved back onto the first by its drift
+(:func:`reference_run`, :func:`mean_reference`): on a fast camera the sample has not changed in that
+time, and eight frames at 10 e⁻/px show the start as one frame at 80 e⁻/px would.
 """
 
 from __future__ import annotations
@@ -17,8 +23,8 @@ import numpy as np
 from .._registration import hann_window, prepare, register, shift_reference
 from .normalise import normalise
 
-__all__ = ["choose_reference", "network_input", "reference_shifts_px", "register_reference", "shift_reference",
-           "structure_score"]
+__all__ = ["REFERENCE_FRAMES", "REFERENCE_WINDOW_S", "choose_reference", "mean_reference", "network_input",
+           "reference_run", "reference_shifts_px", "register_reference", "shift_reference", "structure_score"]
 
 #: difference-of-Gaussians band of the registration, px (as the pipeline's drift registration)
 SIGMA_LO_PX, SIGMA_HI_PX = 1.5, 12.0
@@ -63,6 +69,75 @@ def choose_reference(scores: np.ndarray, *, min_score: float = 3.0, rel: float =
         raise ValueError("no image frames to choose a reference from")
     ok = np.flatnonzero(np.nan_to_num(s, nan=0.0) >= max(min_score, rel * float(np.nanmedian(s))))
     return int(ok[0]) if ok.size else 0
+
+
+#: at most this many first image frames are averaged into the reference
+REFERENCE_FRAMES = 8
+#: … and only those taken within this time of the first, s (the sample must not have changed yet)
+REFERENCE_WINDOW_S = 1.0
+
+
+def reference_run(time_s: np.ndarray, *, n_max: int = REFERENCE_FRAMES,
+                  window_s: float = REFERENCE_WINDOW_S) -> int:
+    """How many of a recording's image frames, from the reference frame on, to average into the reference.
+
+    Parameters
+    ----------
+    time_s : ndarray, (n,)
+        Acquisition times of the image frames from the reference frame on, s, in order. NaN (an
+        uncalibrated time axis): only ``n_max`` counts.
+    n_max : int
+        At most this many frames (1: the reference frame alone).
+    window_s : float
+        Only frames taken less than ``window_s`` after the first, s.
+
+    Returns
+    -------
+    int
+        The count k ≥ 1 (0 for no frames).
+
+    Examples
+    --------
+    >>> reference_run(np.arange(20) / 2.0)   # 2 frames/s: the first second holds 2 frames
+    2
+    >>> reference_run(np.arange(20) / 25.0)  # 25 frames/s: 8 frames
+    8
+    """
+    t = np.asarray(time_s, float)[: max(int(n_max), 1)]
+    if t.size == 0:
+        return 0
+    if not np.isfinite(t).all():
+        return int(t.size)
+    return max(int(np.count_nonzero(t - t[0] < window_s)), 1)
+
+
+def mean_reference(frames: np.ndarray, shifts_px: np.ndarray | None = None) -> np.ndarray:
+    """The mean of a recording's first image frames, each moved back onto the first.
+
+    Parameters
+    ----------
+    frames : ndarray, (k, Y, X)
+        The frames (counts), the first one the reference frame.
+    shifts_px : ndarray, (k, 2), optional
+        (dy, dx) px the sample moved from the first frame to each (the drift pass' drift, or
+        the true drift of synthetic data); None: no drift.
+
+    Returns
+    -------
+    ndarray, (Y, X), float32
+        The averaged reference, at the first frame's position (NaN/inf pixels become each
+        frame's median, as in :func:`shift_reference`).
+    """
+    a = np.asarray(frames, np.float32)
+    a = a[None] if a.ndim == 2 else a
+    if a.ndim != 3 or len(a) == 0:
+        raise ValueError(f"frames must be (k, Y, X) with k ≥ 1, got shape {np.shape(frames)}")
+    d = np.zeros((len(a), 2)) if shifts_px is None else np.asarray(shifts_px, float).reshape(len(a), 2)
+    d = np.nan_to_num(d - d[0])
+    acc = np.zeros(a.shape[1:], np.float64)
+    for f, s in zip(a, d):
+        acc += shift_reference(f, -s[None])[0]  # back by the sample's own move since the first frame
+    return (acc / len(a)).astype(np.float32)
 
 
 def reference_shifts_px(frames: np.ndarray, reference: np.ndarray, *, upsample: int = 10) -> np.ndarray:

@@ -1673,6 +1673,7 @@ def image_series(
     background: str = "carbon",
     objects: Sequence[ObjectSpec] | None = None,
     rng: Any = None,
+    reference_frames: int = 0,
     **options: Any,
 ) -> Session:
     """Render a synthetic bright-field (or dark-field) in situ TEM video with exact ground truth.
@@ -1707,6 +1708,12 @@ def image_series(
         Exact objects (track ids ≥ 1, unique); an empty list renders no object.
     rng : None, int or numpy.random.Generator
         Seed; the session is reproducible from ``params["seed"]``.
+    reference_frames : int
+        With k ≥ 1, also render ``Session.reference``: the mean of k frames taken at t = 0 (frame 0
+        and k − 1 more with their own shot noise and beam flicker), as the first frames of a fast
+        camera's recording, before the sample changes, averaged into the reference that two-channel
+        segmentation models are given (:func:`tem_operando.segment.reference.mean_reference`).
+        Drawn from a noise stream of its own: ``frames`` are the same whatever k.
     **options
         Overrides of :class:`RenderParams` fields (e.g. ``readout_noise_e=0``,
         ``hot_pixel_fraction=0``, ``fresnel_amp=-0.1``); all others are random per session.
@@ -1728,12 +1735,14 @@ def image_series(
     n_frames, shape = _validate_args(
         n_frames, shape, nm_per_px, fps, dose_e_per_px, scene, contrast, background, blur_px
     )
+    if isinstance(reference_frames, bool) or int(reference_frames) != reference_frames or reference_frames < 0:
+        raise ValueError(f"reference_frames must be an integer ≥ 0, got {reference_frames!r}")
     nm, fps, dose = float(nm_per_px), float(fps), float(dose_e_per_px)
     seed = _resolve_seed(rng)
     time_s = np.arange(n_frames) / fps
     duration = max((n_frames - 1) / fps, 1.0 / fps)
-    scene_rng, render_rng, drift_rng, ctx_rng, noise_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5)
+    scene_rng, render_rng, drift_rng, ctx_rng, noise_rng, ref_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6)
     )
     specs = _validate_objects(
         random_scene(scene, shape, nm, duration, scene_rng) if objects is None else objects
@@ -1753,11 +1762,18 @@ def image_series(
     classes = np.empty((n_frames, *shape), np.uint8)
     instances = np.empty((n_frames, *shape), np.uint32)
     stats = []
+    reference = None
     for i, t in enumerate(time_s):
         truth = _compose(ctx, float(t), drift[i])
         frames[i] = _detect(ctx, truth.signal, dose * flicker[i], float(blur[i]), noise_rng)
         classes[i], instances[i] = truth.classes, truth.instances
         stats.append(truth.stats)
+        if i == 0 and reference_frames:  # k − 1 more exposures of the t = 0 scene, averaged with frame 0
+            acc = frames[0].astype(np.float64)
+            for _ in range(int(reference_frames) - 1):
+                fl = max(1 + rp.flicker * ref_rng.standard_normal(), 0.05)
+                acc += _detect(ctx, truth.signal, dose * fl, float(blur[0]), ref_rng)
+            reference = (acc / int(reference_frames)).astype(np.float32)
     doses = dose * flicker
     objects_df = _objects_table(specs, stats, time_s, nm)
     params = _jsonable(
@@ -1785,6 +1801,7 @@ def image_series(
                 else {"center_nm": list(s.na_center_nm), "radius_nm": s.na_radius_nm}
                 for s, b in zip(specs, ctx.blobs)
             ],
+            "reference_frames": int(reference_frames),
             "n_hot_pixels": int(ctx.hot.size),
             "n_dead_pixels": int(ctx.dead.size),
         }
@@ -1804,6 +1821,7 @@ def image_series(
         phases=pd.DataFrame(columns=["frame", "time_s", "best_phase", "amorphous_fraction"]),
         frame_table=_frame_table(time_s, drift, objects_df, doses),
         params=params,
+        reference=reference,
     )
 
 

@@ -49,6 +49,9 @@ class Session:
         dose_e_per_px.
     params : dict
         Every parameter used to generate the session (JSON-serialisable), including the seed.
+    reference : ndarray, shape (Y, X), float32, or None
+        With ``image_series(reference_frames=k)``: the mean of k exposures of the first frame's
+        scene (counts per exposure), at frame 0's position. Not written to disk.
     """
 
     frames: np.ndarray
@@ -65,6 +68,7 @@ class Session:
     phases: pd.DataFrame = field(default_factory=pd.DataFrame)
     frame_table: pd.DataFrame = field(default_factory=pd.DataFrame)
     params: dict[str, Any] = field(default_factory=dict)
+    reference: np.ndarray | None = None
 
     @property
     def n_frames(self) -> int:
