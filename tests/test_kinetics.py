@@ -350,6 +350,8 @@ def test_merged_rows_flags_a_merge_on_the_own_track_for_as_long_as_it_lasts_and_
     assert sorted(ob.frame[merged_rows(ob).to_numpy()]) == list(range(20, 26))
     tr = swelling_table(ob).set_index("track_id")
     assert tr.loc[5].n_frames == 6 and np.isnan(tr.loc[5].swelling_rate_nm_s) and np.isnan(tr.loc[5].width1_nm)
+    assert (tr.loc[5].first_frame, tr.loc[5].last_frame, tr.loc[5].n_steps) == (20, 25, 0)
+    assert tr.loc[5][["width0_nm", "width_expansion_pct", "volume_expansion_pct", "onset_s"]].isna().all()
     assert tr.loc[1].swelling_rate_nm_s == pytest.approx(2.0, rel=0.05)
 
 

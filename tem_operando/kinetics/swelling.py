@@ -242,6 +242,11 @@ def _levels(t: np.ndarray, y: np.ndarray, t1: float, t2: float) -> tuple[float, 
             float(np.median(post)) if post.size else float(y[-1]))
 
 
+#: a track whose every outline is merged with a neighbour's gets these as NaN (and no steps)
+_NAN_WHEN_MERGED = ("width0_nm", "width1_nm", "swelling_rate_nm_s", "swelling_rate_ci95_nm_s", "width_expansion_pct",
+                    "length_expansion_pct", "area_expansion_pct", "volume_expansion_pct", "onset_s", "plateau_s")
+
+
 def swelling_table(objects: pd.DataFrame, *, nm_per_px: float = 1.0, fronts: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per track: swelling period, rate with CI, expansions and steps.
 
@@ -279,11 +284,15 @@ def swelling_table(objects: pd.DataFrame, *, nm_per_px: float = 1.0, fronts: pd.
         # of merged outlines only is listed with no widths, rate or expansions (they would be of
         # two objects taken together)
         g = g_all[~merged[g_all.index].to_numpy()]
-        only_merged = g.empty
-        if only_merged:
-            g = g_all
+        kind = str(g_all["kind"].iloc[0]) if "kind" in g_all else "particle"
+        ids = {"track_id": int(tid), "kind": kind, "first_frame": int(g_all["frame"].min()),
+               "last_frame": int(g_all["frame"].max()), "n_frames": int(g_all["frame"].nunique())}
+        if g.empty:  # no fit at all
+            rows.append({**ids, **{c: np.nan for c in _NAN_WHEN_MERGED}, "n_steps": 0, "fracture_frame": np.nan,
+                         "front_velocity_nm_s": np.nan, "front_velocity_ci95_nm_s": np.nan,
+                         "front_exponent_n": np.nan, "diffusion_coefficient_nm2_s": np.nan})
+            continue
         t = g["time_s"].to_numpy(float)
-        kind = str(g["kind"].iloc[0]) if "kind" in g else "particle"
         fit = swelling_fit(t, g["width_nm"].to_numpy(float), resolution_nm=nm_per_px)
         t1, t2 = fit["onset_s"], fit["plateau_s"]
         L0, L1 = _levels(t, g["length_nm"].to_numpy(float), t1, t2)
@@ -312,9 +321,7 @@ def swelling_table(objects: pd.DataFrame, *, nm_per_px: float = 1.0, fronts: pd.
             ew = _gain(w1, w0)
             area_pct = 100 * _gain(A1, A0)
         rows.append({
-            "track_id": int(tid), "kind": kind,
-            "first_frame": int(g_all["frame"].min()), "last_frame": int(g_all["frame"].max()),
-            "n_frames": int(g_all["frame"].nunique()),
+            **ids,
             "width0_nm": w0, "width1_nm": w1,
             "swelling_rate_nm_s": fit["rate_nm_s"], "swelling_rate_ci95_nm_s": fit["rate_ci95_nm_s"],
             "width_expansion_pct": 100 * ew, "length_expansion_pct": 100 * el,
@@ -325,10 +332,4 @@ def swelling_table(objects: pd.DataFrame, *, nm_per_px: float = 1.0, fronts: pd.
             "n_steps": int(fit["n_steps"]), "fracture_frame": np.nan,
             "onset_s": t1, "plateau_s": t2,
         })
-        if only_merged:
-            rows[-1].update({c: np.nan for c in ("width0_nm", "width1_nm", "swelling_rate_nm_s",
-                                                 "swelling_rate_ci95_nm_s", "width_expansion_pct",
-                                                 "length_expansion_pct", "area_expansion_pct",
-                                                 "volume_expansion_pct", "onset_s", "plateau_s")},
-                            n_steps=0)
     return schema.conform(pd.DataFrame(rows), "tracks")
