@@ -273,6 +273,17 @@ def test_pipeline_passes_over_blank_first_frames_and_chains_drift_incrementally(
     np.testing.assert_allclose(np.load(work / REFERENCE_DRIFT), whole)
     assert state["frame"] == 2
 
+    def read_times(index):
+        return np.asarray(index, float) / 2.0  # 2 frames/s
+
+    for k_max, run in ((8, [2, 3]), (1, [2])):  # --reference-frames 1: the first frame alone
+        (work / REFERENCE_STATE).unlink()
+        state = write_reference_drift(out, ranges, read_frames, read_times, reference_frames=k_max)
+        assert state["run"] == run
+    # without times (an uncalibrated time axis) the count alone decides
+    (work / REFERENCE_STATE).unlink()
+    assert write_reference_drift(out, ranges, read_frames, reference_frames=4)["run"] == [2, 3, 4, 5]
+
 
 def test_reference_run_counts_the_frames_of_the_first_second():
     assert reference_run(np.arange(30) / 25.0) == 8  # a fast camera: at most 8
@@ -351,3 +362,15 @@ def test_synthetic_recording_on_disk_gets_the_pipelines_averaged_reference(tmp_p
     first = mean_reference(s.frames[:4], shifts[:4])  # 4 frames/s: t = 0, 0.25, 0.5, 0.75 s
     idx = [int(x.rsplit(":", 1)[1]) for x in fs.source]
     np.testing.assert_allclose(fs.reference, register_reference(fs.frames, first, shifts_px=shifts[idx]), atol=1e-3)
+
+
+def test_reference_frames_option_reaches_the_analysis_and_is_checked():
+    from tem_operando.cli import build_parser
+    from tem_operando.commands.analyze import options_from_args
+
+    parser = build_parser()
+    opts = options_from_args(parser.parse_args(["analyze", "in.hspy", "--out", "o", "--reference-frames", "3"]))
+    assert opts.reference_frames == 3 and opts.analysis_params()["reference_frames"] == 3  # in summary.json
+    assert options_from_args(parser.parse_args(["analyze", "in.hspy", "--out", "o"])).reference_frames == 8
+    with pytest.raises(SystemExit):
+        parser.parse_args(["analyze", "in.hspy", "--out", "o", "--reference-frames", "0"])

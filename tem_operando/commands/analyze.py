@@ -31,6 +31,10 @@ def add_analysis_options(p: argparse.ArgumentParser) -> None:
                    help="seconds added to the log's times to put them on the recording's clock")
     a.add_argument("--every-nth", type=positive(int), default=1, metavar="N",
                    help="segment every N-th image frame only (default 1: all)")
+    a.add_argument("--reference-frames", type=positive(int), default=8, metavar="K",
+                   help="average at most K image frames of the recording's first second into the reference "
+                        "the network compares each frame with (default 8; 1: the first frame alone, for a "
+                        "sample that already changes then)")
     r = p.add_argument_group("execution")
     r.add_argument("--chunk-frames", type=positive(int), default=32, metavar="N", help="frames per chunk (32)")
     r.add_argument("--workers", type=positive(int), default=2, metavar="N", help="local threads (2)")
@@ -61,7 +65,8 @@ def options_from_args(args: argparse.Namespace):
     return AnalyzeOptions(nm_per_px=args.nm_per_px, inv_nm_per_px=args.inv_nm_per_px, fps=args.fps, mode=args.mode,
                           model=args.model, device=args.device, phases=phases, calibrate_with=args.calibrate_with,
                           log=args.log, log_offset_s=args.log_offset, chunk_frames=args.chunk_frames,
-                          every_nth=args.every_nth, workers=args.workers, scheduler=args.scheduler)
+                          every_nth=args.every_nth, reference_frames=args.reference_frames, workers=args.workers,
+                          scheduler=args.scheduler)
 
 
 class Progress:

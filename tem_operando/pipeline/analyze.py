@@ -60,6 +60,10 @@ class AnalyzeOptions:
         Frames per chunk (memory is bounded by chunk × workers).
     every_nth : int
         Segment every n-th image frame only (1 = all).
+    reference_frames : int
+        Two-channel models: at most this many image frames of the recording's first second are
+        averaged into the reference (:mod:`tem_operando.segment.reference`; 1: the first image frame
+        with structure alone).
     workers : int
         Local threads (ignored on a cluster).
     scheduler : str or None
@@ -78,6 +82,7 @@ class AnalyzeOptions:
     log_offset_s: float = 0.0
     chunk_frames: int = 32
     every_nth: int = 1
+    reference_frames: int = 8
     workers: int = 2
     scheduler: str | None = None
     contact_nm: dict = field(default_factory=dict)
@@ -209,14 +214,15 @@ def _read_reference_state(work: Path) -> dict:
 
 
 def write_reference_drift(folder: Path, ranges, read_frames: Callable[[np.ndarray], np.ndarray] | None = None,
-                          read_times: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
+                          read_times: Callable[[np.ndarray], np.ndarray] | None = None, *,
+                          reference_frames: int = 8) -> dict:
     """Chain the drift pass' chunks not chained yet onto the absolute drift of the frames before them.
 
     Incremental: ``--follow`` calls it after every poll, and only the new chunks are read. The
     reference frame is chosen once, among the first image frames the pass registered (up to a
     chunk's worth, read with ``read_frames(index)``; without it, the first image frame):
     :func:`~tem_operando.segment.reference.choose_reference`; with it the image frames averaged into
-    the reference (``run``: it and the next ones taken within a second, at most eight;
+    the reference (``run``: it and the next ones taken within a second, at most ``reference_frames``;
     :func:`~tem_operando.segment.reference.reference_run`, times from ``read_times(index)``, s).
     Returns the state (``frame``: the reference frame, ``run``: the frames averaged,
     ``chained_to``: frames chained so far).
@@ -225,7 +231,7 @@ def write_reference_drift(folder: Path, ranges, read_frames: Callable[[np.ndarra
     import json
 
     from .._files import atomic_write_bytes
-    from ..segment.reference import REFERENCE_FRAMES, choose_reference, reference_run, structure_score
+    from ..segment.reference import choose_reference, reference_run, structure_score
 
     work = Path(folder) / WORK
     state = _read_reference_state(work)
@@ -249,9 +255,9 @@ def write_reference_drift(folder: Path, ranges, read_frames: Callable[[np.ndarra
             first = seen[: max(e - s for s, e in new)]
             scores = [structure_score(f) for f in read_frames(first)] if read_frames is not None else [0.0]
             state["frame"] = int(first[choose_reference(scores)])
-            after = seen[seen >= state["frame"]][:REFERENCE_FRAMES]
+            after = seen[seen >= state["frame"]][: max(int(reference_frames), 1)]
             times = read_times(after) if read_times is not None else np.full(after.size, np.nan)
-            state["run"] = [int(f) for f in after[: reference_run(times)]]
+            state["run"] = [int(f) for f in after[: reference_run(times, n_max=after.size)]]
     state["chained_to"] = int(new[-1][1])
     buf = io.BytesIO()
     np.save(buf, absolute)
@@ -772,7 +778,8 @@ def run_passes(run: Run, ranges: list[tuple[int, int]], *, all_ranges: list[tupl
                 with _open(spec) as rec:
                     return rec.times(0, int(np.max(index)) + 1)[np.asarray(index, int)]
 
-            state = write_reference_drift(run.store.folder, every, read_frames, read_times)
+            state = write_reference_drift(run.store.folder, every, read_frames, read_times,
+                                          reference_frames=o.reference_frames)
             summary = run.store.read_summary()
             if state["frame"] is not None and (summary.get("reference_frame") != state["frame"]
                                                or summary.get("reference_run") != state.get("run")):

@@ -1,0 +1,85 @@
+"""segnet-s v7: segnet-s v5 fine-tuned on 9,000 other frames whose reference is averaged over first exposures.
+
+Issue 3: at 10 e⁻/px one frame is a noisy picture of the start; the pipeline's reference is now the
+mean of the recording's first image frames (those of its first second, at most 8:
+``tem_operando.segment.reference``). v7 continues from v5 on sessions whose reference averages 1–16
+exposures of the first frame (drawn per seed), with v5's rim weighting. Recipe (CPU, 2 cores;
+findings: ``models/experiments/README.md``):
+
+    git show 74f3804:tem_operando/models/segnet-s.pt > /tmp/v5.pt            # segnet-s v5 and its card
+    git show 74f3804:tem_operando/models/segnet-s.MODEL_CARD.md | sed 's/segnet-s.pt/v5.pt/' > /tmp/v5.MODEL_CARD.md
+    python models/experiments/reference_channel_train.py /tmp/v7.ckpt 8000 --init /tmp/v5.pt --lr 2e-4 \\
+        --data v7 --rim-weight 3                                           # ~4 min rendering + ~22 min
+    python models/make_segnet-s-v7.py /tmp/v7.ckpt tem_operando/models/segnet-s.pt
+    tem-operando models calibrate tem_operando/models/segnet-s.pt --out tem_operando/models/segnet-s.pt
+    tem-operando evaluate --model tem_operando/models/segnet-s.pt --synthetic 4 --update-card
+
+This script writes the trained weights as a model file with its card.
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+
+from tem_operando.segment.modelfile import save_model_file
+from tem_operando.segment.network import SegNet, n_parameters
+
+V5_SHA = "b8eed75d7ef7a4b6921de740288e8f14399302388e6cbabb4f33dd737a4ef38c"
+
+
+def main(src: str, out: str, steps: int = 8000) -> None:
+    ck = torch.load(src, weights_only=False)
+    model = SegNet(**ck["config"])
+    model.load_state_dict(ck["state"])
+    out = Path(out)
+    training = {"recipe": "models/make_segnet-s-v7.py (models/experiments/reference_channel_train.py --data v7 "
+                          "--rim-weight 3)",
+                "init": f"segnet-s v5 (sha256 {V5_SHA})", "steps": steps, "batch": 7, "crop": 192, "lr": 2e-4,
+                "rim_weight": 3.0, "rim_px": 3, "seed": 0, "frames": 9000}
+    sha = save_model_file(out, model, name="segnet-s", training=training, class_bias=ck.get("class_bias"))
+    cfg = model.config
+    card = f"""# Model card: segnet-s
+
+- file: `{out.name}`
+- sha256: `{sha}`
+- format: `tem-operando-segnet/1` (torch.save of a plain dict; load with `torch.load(weights_only=True)`)
+- classes: 0 background, 1 pristine, 2 reacted; plus a seam (touching-objects boundary) output
+- version 7 (replaces v5, sha256 `{V5_SHA[:8]}…`, trained with single-frame references only; v6 was not shipped)
+
+## Architecture
+Compact U-Net `SegNet(width={cfg['width']}, depth={cfg['depth']}, blocks={cfg['blocks']}, in_channels=2)`,
+{n_parameters(model):,} parameters: 2×2 pixel-unshuffle stem, stride-2 3×3 convolutions and
+depthwise-separable residual blocks per level, bilinear up-sampling with skip connections,
+pixel-shuffle head to 4 channels at full resolution. Input: two channels, each normalised per
+frame (median, 1–99 % range of the 4×4-binned frame): the frame, and the recording's reference —
+its first image frame with structure averaged with the image frames of its first second, at most 8 —
+moved onto it (`tem_operando.segment.reference`; the pipeline moves it by its own frame-to-frame
+drift, training used the true drift). What changed
+since the reference shows the thin, light reacted shell of a swelling particle that one frame
+alone hardly does.
+
+## Training data and recipe
+segnet-s v2 was trained from scratch on 9,600 frames of 1,600 random synthetic sessions (40
+epochs × 500 steps, 75 min); v3 widened it to two inputs (the reference's stem weights at zero)
+and fine-tuned it 8,000 steps on 7,800 frames (seeds 0–299, 2000–2499); v4 continued 12,000 steps
+on 9,600 other frames (seeds 2500–2949, 3000–3699); v5 continued 10,000 steps on 9,000 other
+frames (seeds 4000–4499, 5000–5499) with the cross-entropy of the objects' outer rim weighted. v7
+continues from v5 for {steps} steps on 9,000 other frames of 256×256 px rendered in memory: 300
+particle, 150 mixed and 50 wire sessions of 12 frames through the swelling (seeds 7200–7699) and 500
+random sessions of 6 frames (seeds 7700–8199; scenes, dose 2–100 e⁻/px, pixel size 0.5–3 nm/px, bright/dark field,
+carbon/vacuum/liquid backgrounds, blur and drift of `tem_operando.segment.datasets.random_recipe`),
+each frame beside the session's reference — the mean of 1–16 exposures of its first frame (drawn per
+seed, log-uniform: `datasets.training_reference_frames`) — moved by the true drift. 192-px crops, batch 7,
+rotations, gain/offset; AdamW (weight decay 1e-4), one-cycle peak lr 2e-4 (5 % warm-up), v2's
+batch-norm statistics kept; seed 0; 2 CPU threads. Loss as v2 — weighted cross-entropy (1.0, 1.5,
+2.0) + 0.5 soft Dice (objects, reacted) + 0.5 BCE on seams (positive weight 4) — with the
+cross-entropy of every true object's outer 3 px weighted ×4: a swelling particle's light reacted
+shell lies there (as v5). Commands: the docstring of `models/make_segnet-s-v7.py`.
+"""
+    out.with_name(out.stem + ".MODEL_CARD.md").write_text(card, encoding="utf-8")
+    print(f"wrote {out} ({sha})")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], *(int(a) for a in sys.argv[3:]))
