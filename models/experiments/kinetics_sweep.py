@@ -8,6 +8,7 @@ centroids stay nearest to the true ones over at least half of the true object's 
 0.3 × its width):
 
     python models/experiments/kinetics_sweep.py [MODEL|default|baseline] [N_SEEDS] [--out CSV] [--keep DIR]
+        [--reference-frames K]
 
 Prints, for particles: share followed by one track, share of swelling rates within 5 % and
 20 % of the truth, median rate error, share of width expansions within 3 percentage points,
@@ -42,12 +43,13 @@ def match(objects: pd.DataFrame, truth: pd.DataFrame, width0_nm: float):
     return best if best_d < 0.3 * width0_nm else None
 
 
-def session_rows(seed: int, scene: str, model: str | None, work: Path) -> list[dict]:
+def session_rows(seed: int, scene: str, model: str | None, work: Path, reference_frames: int = 8) -> list[dict]:
     dose = DOSES[seed % 3]
     s = image_series(60, (160, 160), scene=scene, rng=seed, dose_e_per_px=dose)
     path = write_session(s, work / f"{scene}{seed}.hspy")
     out = work / f"{scene}{seed}"
-    analyze(path, out, AnalyzeOptions(chunk_frames=20, **({"model": model} if model else {})), report=False)
+    analyze(path, out, AnalyzeOptions(chunk_frames=20, reference_frames=reference_frames,
+                                      **({"model": model} if model else {})), report=False)
     store = ResultStore(out)
     tracks, objects = store.read_table("tracks").set_index("track_id"), store.read_table("objects")
     rows = []
@@ -83,6 +85,7 @@ def main() -> None:
     ap.add_argument("n_seeds", nargs="?", type=int, default=12)
     ap.add_argument("--out", help="CSV of every true object and its measured track")
     ap.add_argument("--keep", help="keep the sessions and results folders here (default: a temporary folder)")
+    ap.add_argument("--reference-frames", type=int, default=8, help="analyze's --reference-frames (8)")
     a = ap.parse_args()
     model = None if a.model == "default" else a.model
     rows = []
@@ -91,7 +94,7 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         for seed in range(a.n_seeds):
             for scene in ("particles", "mixed"):
-                rows += session_rows(seed, scene, model, work)
+                rows += session_rows(seed, scene, model, work, a.reference_frames)
     df = pd.DataFrame(rows)
     if a.out:
         df.to_csv(a.out, index=False)

@@ -346,12 +346,13 @@ def load_synthetic_session(path: str | os.PathLike, max_frames: int | None = Non
             ft = truth.frames.set_index("frame") if "frame" in truth.frames else truth.frames
             t = ft.reindex(images)["time_s"].to_numpy(float) if "time_s" in ft else np.full(images.size, np.nan)
             run = images[: reference_run(t)]
-            d = np.zeros((modes.size, 2))
+            first = np.stack([np.asarray(rec.frame(int(i)), np.float32) for i in run])
             if {"drift_x_nm", "drift_y_nm"} <= set(truth.frames):  # the true drift places them
                 nm_px = float(truth.info.get("nm_per_px", math.nan))
                 d = np.nan_to_num(ft.reindex(np.arange(modes.size))[["drift_y_nm", "drift_x_nm"]].to_numpy(float) / nm_px)
-            ref = mean_reference(np.stack([np.asarray(rec.frame(int(i)), np.float32) for i in run]), d[run])
-            reference = register_reference(frames, ref, shifts_px=d[idx] - d[run[0]])
+                reference = register_reference(frames, mean_reference(first, d[run]), shifts_px=d[idx] - d[run[0]])
+            else:  # no drift known: the first frame alone, registered by phase correlation
+                reference = register_reference(frames, first[0])
     finally:
         rec.close()
     classes = np.asarray(truth.classes[...])[idx].astype(np.uint8)
