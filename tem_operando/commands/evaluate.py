@@ -13,7 +13,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = ("Per-class IoU, boundary F1, instance F1 and reaction-front error (px and nm) by dose "
                      "level, for the network and the classical baseline side by side. DIR is a synthetic "
                      "recording with its <stem>_truth/ folder or a folder of them; --synthetic N renders N "
-                     "held-apart sessions (seeds never used in training) at each --doses level instead.")
+                     "held-apart sessions (seeds never used in training) at each --doses level instead. "
+                     "Two-channel models get each session's reference as the pipeline builds it: a "
+                     "recording's first image frames of its first second averaged (--synthetic: 8 "
+                     "exposures of the first frame at the same dose, a camera at >= 8 frames/s).")
     p.add_argument("--model", default=None, metavar="M", help="model file or shipped model name (default: the shipped model)")
     p.add_argument("--data", nargs="+", default=None, metavar="DIR", help="synthetic recordings with ground truth")
     p.add_argument("--synthetic", type=int, default=None, metavar="N", help="render N held-apart sessions per dose")

@@ -997,8 +997,7 @@ def export_annotation_set(store: ResultStore, out_dir: str | os.PathLike, frames
             imgs.append(np.asarray(rec.frame(f), np.float32))
             cls.append(c)
             ins.append(i)
-        from .._registration import shift_reference
-        from ..segment.reference import mean_reference
+        from .._registration import mean_reference, shift_reference
 
         # the analysis' reference (its first image frame with structure averaged with the frames of
         # its first second; older analyses: the first image frame alone) moved onto each frame by the

@@ -20,7 +20,7 @@ time, and eight frames at 10 e⁻/px show the start as one frame at 80 e⁻/px w
 from __future__ import annotations
 
 import numpy as np
-from .._registration import hann_window, prepare, register, shift_reference
+from .._registration import hann_window, mean_reference, prepare, register, shift_reference
 from .normalise import normalise
 
 __all__ = ["REFERENCE_FRAMES", "REFERENCE_WINDOW_S", "choose_reference", "mean_reference", "network_input",
@@ -109,35 +109,6 @@ def reference_run(time_s: np.ndarray, *, n_max: int = REFERENCE_FRAMES,
     if not np.isfinite(t).all():
         return int(t.size)
     return max(int(np.count_nonzero(t - t[0] < window_s)), 1)
-
-
-def mean_reference(frames: np.ndarray, shifts_px: np.ndarray | None = None) -> np.ndarray:
-    """The mean of a recording's first image frames, each moved back onto the first.
-
-    Parameters
-    ----------
-    frames : ndarray, (k, Y, X)
-        The frames (counts), the first one the reference frame.
-    shifts_px : ndarray, (k, 2), optional
-        (dy, dx) px the sample moved from the first frame to each (the drift pass' drift, or
-        the true drift of synthetic data); None: no drift.
-
-    Returns
-    -------
-    ndarray, (Y, X), float32
-        The averaged reference, at the first frame's position (NaN/inf pixels become each
-        frame's median, as in :func:`shift_reference`).
-    """
-    a = np.asarray(frames, np.float32)
-    a = a[None] if a.ndim == 2 else a
-    if a.ndim != 3 or len(a) == 0:
-        raise ValueError(f"frames must be (k, Y, X) with k ≥ 1, got shape {np.shape(frames)}")
-    d = np.zeros((len(a), 2)) if shifts_px is None else np.asarray(shifts_px, float).reshape(len(a), 2)
-    d = np.nan_to_num(d - d[0])
-    acc = np.zeros(a.shape[1:], np.float64)
-    for f, s in zip(a, d):
-        acc += shift_reference(f, -s[None])[0]  # back by the sample's own move since the first frame
-    return (acc / len(a)).astype(np.float32)
 
 
 def reference_shifts_px(frames: np.ndarray, reference: np.ndarray, *, upsample: int = 10) -> np.ndarray:
