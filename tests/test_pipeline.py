@@ -142,6 +142,16 @@ def test_resume_refuses_other_parameters(session_path, tmp_path):
     analyze(session_path, tmp_path / "r", _opts(), report=False)
     with pytest.raises(TemOperandoError, match="other parameters"):
         analyze(session_path, tmp_path / "r", _opts(every_nth=2), resume=True, report=False)
+    with pytest.raises(TemOperandoError, match=r"other parameters \(reference_frames\)"):
+        analyze(session_path, tmp_path / "r", _opts(reference_frames=2), resume=True, report=False)
+    # a results folder from before --reference-frames existed resumes (it goes on with its single frame)
+    import json
+
+    summary = tmp_path / "r" / "summary.json"
+    old = json.loads(summary.read_text())
+    del old["parameters"]["reference_frames"]
+    summary.write_text(json.dumps(old))
+    assert analyze(session_path, tmp_path / "r", _opts(), resume=True, report=False)["status"] == "complete"
 
 
 def test_missing_calibration_fails_before_any_work(tmp_path, session_path):

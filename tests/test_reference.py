@@ -272,6 +272,9 @@ def test_pipeline_passes_over_blank_first_frames_and_chains_drift_incrementally(
         assert state["chained_to"] == ranges[k - 1][1]
     np.testing.assert_allclose(np.load(work / REFERENCE_DRIFT), whole)
     assert state["frame"] == 2
+    # the run is fixed by the first call (every chunk of a run gets the same reference): with chunks of 3
+    # frames it holds only what the first chunk had (--follow analyses full chunks: 32 frames by default)
+    assert state["run"] == [2]
 
     def read_times(index):
         return np.asarray(index, float) / 2.0  # 2 frames/s
@@ -290,6 +293,8 @@ def test_reference_run_counts_the_frames_of_the_first_second():
     assert reference_run(np.arange(30) / 4.0) == 4  # 4 frames/s: t = 0, 0.25, 0.5, 0.75 s
     assert reference_run(np.array([3.0, 5.0, 6.0])) == 1  # one frame alone
     assert reference_run(np.full(12, np.nan)) == 8  # no time axis: the count alone
+    assert reference_run(np.array([0.0, 0.5, np.nan, 1.5, 2.0])) == 2  # a frame of unknown time ends the run
+    assert reference_run(np.array([0.0, 0.1, 3.0, 0.2])) == 2  # the run is the first frames, in order
     assert reference_run(np.arange(3) / 100.0) == 3
     assert reference_run(np.zeros(0)) == 0
     assert reference_run(np.arange(30) / 25.0, n_max=1) == 1

@@ -68,7 +68,10 @@ def dose10_table():
     return df[df["dose"] == "all"].set_index("method")
 
 
-def test_shipped_model_meets_the_issue_targets_at_dose_10(dose10_table):
+def test_shipped_model_meets_the_issue_targets_at_dose_10_with_a_fast_cameras_reference(dose10_table):
+    """Issue 3's targets, with each session's reference averaged from 8 exposures of its first frame (a camera at
+    ≥ 8 frames/s whose first second is before the sample changes). Not met with the 2 frames a 2 frames/s
+    recording of these scenes gives (0.887) or with one frame (0.879): see the model card; issue 3 is open."""
     net = dose10_table.loc["network"]
     assert net["iou_objects"] >= 0.90
     assert net["iou_reacted"] >= 0.80

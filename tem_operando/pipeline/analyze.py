@@ -225,7 +225,10 @@ def write_reference_drift(folder: Path, ranges, read_frames: Callable[[np.ndarra
     the reference (``run``: it and the next ones taken within a second, at most ``reference_frames``;
     :func:`~tem_operando.segment.reference.reference_run`, times from ``read_times(index)``, s).
     Returns the state (``frame``: the reference frame, ``run``: the frames averaged,
-    ``chained_to``: frames chained so far).
+    ``chained_to``: frames chained so far). The run is fixed by the first call, so every chunk of an
+    analysis gets the same reference: under ``--follow`` it can hold fewer frames than a batch run of
+    the same recording would when the first chunk holds fewer than ``reference_frames`` image frames
+    of the first second (chunks of fewer frames, or diffraction frames first).
     """
     import io
     import json
@@ -641,9 +644,12 @@ def _check_resume(store: ResultStore, input_path: Path, params: dict, model_sha:
     if not same:
         raise TemOperandoError(f"{store.folder}: holds results of another input "
                                f"({old.get('input')}); use a new --out or run without --resume")
-    if old.get("parameters") != params:
-        changed = sorted(k for k in set(params) | set(old.get("parameters", {}))
-                         if params.get(k) != old.get("parameters", {}).get(k))
+    before = dict(old.get("parameters") or {})
+    params = dict(params)
+    if "reference_frames" not in before:  # started before the averaged reference: it goes on with its one frame
+        params.pop("reference_frames", None)
+    if before != params:
+        changed = sorted(k for k in set(params) | set(before) if params.get(k) != before.get(k))
         raise TemOperandoError(f"{store.folder}: was started with other parameters ({', '.join(changed)}); "
                                "use a new --out or the same options")
 

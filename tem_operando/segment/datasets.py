@@ -53,7 +53,7 @@ class FrameSet:
     source : list of str
         Where each frame comes from (file or shard and frame index).
     reference : ndarray, (n, Y, X), float32, or None
-        The session's first image frame (counts) moved onto each frame: the second input of
+        The session's reference (counts: its first image frame(s) averaged) moved onto each frame: the second input of
         two-channel models (:mod:`.reference`). None: unknown (each frame is its own reference).
     """
 
@@ -278,7 +278,7 @@ def load_annotation_set(path: str | os.PathLike) -> FrameSet:
     if reference is not None and reference.shape not in (frames.shape, frames.shape[1:]):
         raise TemOperandoError(f"{path / 'frames.npz'}: reference {reference.shape} must be one frame "
                                f"{frames.shape[1:]} or one per frame {frames.shape}")
-    if reference is not None and reference.ndim == 2:  # the recording's first image frame: move it onto each
+    if reference is not None and reference.ndim == 2:  # the recording's reference: move it onto each
         reference = register_reference(frames, reference)
     if classes.max(initial=0) > 2:
         raise TemOperandoError(f"{path / 'frames.npz'}: classes must be 0, 1 or 2")
@@ -304,7 +304,7 @@ def write_annotation_set(path: str | os.PathLike, frames: np.ndarray, classes: n
                          frame_index=None, reference: np.ndarray | None = None) -> Path:
     """Write an annotation set (the GUI's export; format in ``datasets/README.md``).
 
-    ``reference``, optional: the recording's first image frame (Y, X), or it moved onto each frame
+    ``reference``, optional: the recording's reference (Y, X; its first image frames averaged), or it moved onto each frame
     (n, Y, X) (:func:`.reference.register_reference`), for two-channel models.
     """
     path = Path(path)

@@ -47,7 +47,7 @@ class EvalItem:
     fronts : ndarray, (n, n_wires)
         True front position of each wire in each frame, nm.
     reference : ndarray, (Y, X) or (n, Y, X), or None
-        The recording's first image frame (counts), or it moved onto each frame: what two-channel
+        The recording's reference (counts: its first image frames averaged), or it moved onto each frame: what two-channel
         models are given beside each frame (:mod:`.reference`).
     """
 

@@ -271,7 +271,8 @@ class NetworkSegmenter:
             Detector counts (any dtype, any gain/offset; NaN/inf are treated as 0). A single
             (Y, X) frame gives a result with n = 1.
         reference : ndarray, (Y, X) or (n, Y, X), optional
-            The recording's first image frame (counts), for two-channel models
+            The recording's reference (counts: its first image frames averaged,
+            :func:`~.reference.mean_reference`), for two-channel models
             (``in_channels == 2``): registered onto each frame and given beside it
             (:mod:`.reference`) by phase correlation against it, which is unreliable once the
             sample has changed much; (n, Y, X): already moved onto each frame (the pipeline moves it

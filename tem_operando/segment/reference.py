@@ -1,4 +1,4 @@
-"""The reference frame: the recording's first image frame, registered onto each frame.
+"""The reference: the recording's first image frame(s), averaged and registered onto each frame.
 
 A swelling particle's reacted shell can be nearly as bright as the background at its rim (thin
 material of long mean free path); one frame alone hardly shows it, but the same place *before the
@@ -84,8 +84,8 @@ def reference_run(time_s: np.ndarray, *, n_max: int = REFERENCE_FRAMES,
     Parameters
     ----------
     time_s : ndarray, (n,)
-        Acquisition times of the image frames from the reference frame on, s, in order. NaN (an
-        uncalibrated time axis): only ``n_max`` counts.
+        Acquisition times of the image frames from the reference frame on, s, in order. The first
+        one NaN (an uncalibrated time axis): only ``n_max`` counts; a later NaN ends the run.
     n_max : int
         At most this many frames (1: the reference frame alone).
     window_s : float
@@ -106,9 +106,10 @@ def reference_run(time_s: np.ndarray, *, n_max: int = REFERENCE_FRAMES,
     t = np.asarray(time_s, float)[: max(int(n_max), 1)]
     if t.size == 0:
         return 0
-    if not np.isfinite(t).all():
+    if not np.isfinite(t[0]):
         return int(t.size)
-    return max(int(np.count_nonzero(t - t[0] < window_s)), 1)
+    inside = np.isfinite(t) & (t - t[0] < window_s)
+    return int(np.argmin(inside)) if not inside.all() else int(t.size)
 
 
 def reference_shifts_px(frames: np.ndarray, reference: np.ndarray, *, upsample: int = 10) -> np.ndarray:
@@ -129,7 +130,7 @@ def register_reference(frames: np.ndarray, reference: np.ndarray, *, upsample: i
     frames : ndarray, (n, Y, X)
         Frames (counts).
     reference : ndarray, (Y, X)
-        The reference frame (counts), e.g. the recording's first image frame.
+        The reference frame (counts), e.g. the recording's first image frames averaged (:func:`mean_reference`).
     upsample : int
         Sub-pixel precision of the phase correlation, 1/``upsample`` px.
     shifts_px : ndarray, (n, 2), optional
@@ -187,7 +188,7 @@ def network_input(frames: np.ndarray, reference: np.ndarray | None = None, in_ch
 
         warnings.warn("a two-channel model without a reference frame: each frame is used as its own "
                       "reference, which segments reacted material less well; pass reference= (the "
-                      "recording's first image frame, moved onto each frame)", UserWarning, stacklevel=3)
+                      "recording's first image frames, averaged and moved onto each frame)", UserWarning, stacklevel=3)
         return np.stack([xn, xn], 1)
     ref = np.asarray(reference)
     if ref.ndim == 2:
