@@ -305,7 +305,9 @@ def held_apart_items(n_sessions: int = 4, doses=(2, 5, 10, 20, 50, 100), *, n_fr
     The same ``n_sessions`` scenes (seeds) are rendered at every dose level, so the levels differ
     only by dose. ``empty`` scenes are skipped. Each session's reference is the mean of
     :data:`.reference.REFERENCE_FRAMES` exposures of its first frame at the same dose: what the
-    pipeline averages from the first second of a camera running at ≥ 8 frames/s.
+    pipeline averages from the first second of a camera running at ≥ 8 frames/s, idealised (the
+    sample unchanged and not drifting in that second). These sessions as the 2 frames/s recordings
+    they are would give the pipeline frames 0 and 1, the sample already changing (see the model card).
     """
     from .datasets import EVAL_SEED_OFFSET, random_recipe, synthetic_frames
     from .reference import REFERENCE_FRAMES
