@@ -245,6 +245,9 @@ def _levels(t: np.ndarray, y: np.ndarray, t1: float, t2: float) -> tuple[float, 
 #: a track whose every outline is merged with a neighbour's gets these as NaN (and no steps)
 _NAN_WHEN_MERGED = ("width0_nm", "width1_nm", "swelling_rate_nm_s", "swelling_rate_ci95_nm_s", "width_expansion_pct",
                     "length_expansion_pct", "area_expansion_pct", "volume_expansion_pct", "onset_s", "plateau_s")
+#: filled later (fronts: :func:`front_table`; fractures: ``analyze.fracture_events``) for every track
+_LATER = {"front_velocity_nm_s": np.nan, "front_velocity_ci95_nm_s": np.nan, "front_exponent_n": np.nan,
+          "diffusion_coefficient_nm2_s": np.nan, "fracture_frame": np.nan}
 
 
 def swelling_table(objects: pd.DataFrame, *, nm_per_px: float = 1.0, fronts: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -288,9 +291,7 @@ def swelling_table(objects: pd.DataFrame, *, nm_per_px: float = 1.0, fronts: pd.
         ids = {"track_id": int(tid), "kind": kind, "first_frame": int(g_all["frame"].min()),
                "last_frame": int(g_all["frame"].max()), "n_frames": int(g_all["frame"].nunique())}
         if g.empty:  # no fit at all
-            rows.append({**ids, **{c: np.nan for c in _NAN_WHEN_MERGED}, "n_steps": 0, "fracture_frame": np.nan,
-                         "front_velocity_nm_s": np.nan, "front_velocity_ci95_nm_s": np.nan,
-                         "front_exponent_n": np.nan, "diffusion_coefficient_nm2_s": np.nan})
+            rows.append({**ids, **dict.fromkeys(_NAN_WHEN_MERGED, np.nan), "n_steps": 0, **_LATER})
             continue
         t = g["time_s"].to_numpy(float)
         fit = swelling_fit(t, g["width_nm"].to_numpy(float), resolution_nm=nm_per_px)
@@ -327,9 +328,6 @@ def swelling_table(objects: pd.DataFrame, *, nm_per_px: float = 1.0, fronts: pd.
             "width_expansion_pct": 100 * ew, "length_expansion_pct": 100 * el,
             "area_expansion_pct": area_pct,
             "volume_expansion_pct": 100 * ((1 + ew) ** 2 * (1 + el) - 1),
-            "front_velocity_nm_s": np.nan, "front_velocity_ci95_nm_s": np.nan,
-            "front_exponent_n": np.nan, "diffusion_coefficient_nm2_s": np.nan,
-            "n_steps": int(fit["n_steps"]), "fracture_frame": np.nan,
-            "onset_s": t1, "plateau_s": t2,
+            "n_steps": int(fit["n_steps"]), "onset_s": t1, "plateau_s": t2, **_LATER,
         })
     return schema.conform(pd.DataFrame(rows), "tracks")

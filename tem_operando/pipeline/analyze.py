@@ -172,6 +172,9 @@ def _anchor(rec, start: int) -> tuple[int, np.ndarray] | None:
 REFERENCE_DRIFT = "reference_drift.npy"
 #: under ``.work/``: the reference frame chosen and how far the drift pass has been chained
 REFERENCE_STATE = "reference.json"
+#: under ``.work/``: the reference image (the run of first frames averaged, at the reference frame's
+#: position), computed once when the run is chosen and read by every chunk
+REFERENCE_IMAGE = "reference_image.npy"
 
 
 def _register_chunk(rec, frames: np.ndarray, start: int) -> tuple[tuple[int, np.ndarray] | None, np.ndarray]:
@@ -223,8 +226,9 @@ def write_reference_drift(folder: Path, ranges, read_frames: Callable[[np.ndarra
     chunk's worth, read with ``read_frames(index)``; without it, the first image frame):
     :func:`~tem_operando.segment.reference.choose_reference`; with it the image frames averaged into
     the reference (``run``: it and the next ones taken within a second, at most ``reference_frames``;
-    :func:`~tem_operando.segment.reference.reference_run`, times from ``read_times(index)``, s).
-    Returns the state (``frame``: the reference frame, ``run``: the frames averaged,
+    :func:`~tem_operando.segment.reference.reference_run`, times from ``read_times(index)``, s),
+    averaged once into ``.work/reference_image.npy`` (:data:`REFERENCE_IMAGE`; without
+    ``read_frames`` the run is the reference frame alone and no image is saved). Returns the state (``frame``: the reference frame, ``run``: the frames averaged,
     ``chained_to``: frames chained so far). The run is fixed by the first call, so every chunk of an
     analysis gets the same reference: under ``--follow`` it can hold fewer frames than a batch run of
     the same recording would when the first chunk holds fewer than ``reference_frames`` image frames
@@ -234,6 +238,7 @@ def write_reference_drift(folder: Path, ranges, read_frames: Callable[[np.ndarra
     import json
 
     from .._files import atomic_write_bytes
+    from .._registration import mean_reference
     from ..segment.reference import choose_reference, reference_run, structure_score
 
     work = Path(folder) / WORK
@@ -258,9 +263,16 @@ def write_reference_drift(folder: Path, ranges, read_frames: Callable[[np.ndarra
             first = seen[: max(e - s for s, e in new)]
             scores = [structure_score(f) for f in read_frames(first)] if read_frames is not None else [0.0]
             state["frame"] = int(first[choose_reference(scores)])
-            after = seen[seen >= state["frame"]][: max(int(reference_frames), 1)]
+            after = seen[seen >= state["frame"]][: max(int(reference_frames), 1) if read_frames is not None else 1]
             times = read_times(after) if read_times is not None else np.full(after.size, np.nan)
-            state["run"] = [int(f) for f in after[: reference_run(times, n_max=after.size)]]
+            run = after[: reference_run(times, n_max=after.size)]
+            state["run"] = [int(f) for f in run]
+            if read_frames is not None:  # averaged once here; every chunk reads it (_reference_frames)
+                image = mean_reference(np.asarray(read_frames(run), np.float32),
+                                       (absolute[run] - absolute[run[0]])[:, ::-1])
+                buf = io.BytesIO()
+                np.save(buf, image)
+                atomic_write_bytes(work / REFERENCE_IMAGE, buf.getvalue())
     state["chained_to"] = int(new[-1][1])
     buf = io.BytesIO()
     np.save(buf, absolute)
@@ -271,9 +283,9 @@ def write_reference_drift(folder: Path, ranges, read_frames: Callable[[np.ndarra
 
 def _reference_frames(rec, spec: ChunkSpec, index: np.ndarray) -> np.ndarray:
     """The reference (the recording's first image frame with structure, averaged with the image
-    frames of its first second: :func:`~tem_operando.segment.reference.mean_reference`) moved onto
-    each of frames ``index`` by the drift pass' drift."""
-    from ..segment.reference import mean_reference, shift_reference
+    frames of its first second: :data:`REFERENCE_IMAGE`, saved by :func:`write_reference_drift`)
+    moved onto each of frames ``index`` by the drift pass' drift."""
+    from ..segment.reference import shift_reference
 
     work = Path(spec.results_dir) / WORK
     state = _read_reference_state(work)
@@ -288,10 +300,9 @@ def _reference_frames(rec, spec: ChunkSpec, index: np.ndarray) -> np.ndarray:
         raise TemOperandoError(f"{path}: no drift for frames {missing[:5].tolist()}; the drift pass did not run "
                                "for them")
     d = d - np.asarray(drift[int(ref)], float)
-    run = [int(f) for f in state.get("run") or [ref] if int(f) < len(drift) and np.isfinite(drift[int(f)]).all()]
-    run = run if run and run[0] == int(ref) else [int(ref)]  # (analyses before averaging: the frame alone)
-    image = mean_reference(np.stack([np.asarray(rec.frame(f), np.float32) for f in run]),
-                           (np.asarray(drift[run], float) - np.asarray(drift[int(ref)], float))[:, ::-1])
+    averaged = work / REFERENCE_IMAGE
+    # analyses before averaging (no image saved): the reference frame alone
+    image = np.load(averaged) if averaged.is_file() else np.asarray(rec.frame(int(ref)), np.float32)
     return shift_reference(image, d[:, ::-1].copy())
 
 
