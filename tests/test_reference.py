@@ -356,6 +356,47 @@ def test_synthetic_training_frames_average_a_drawn_number_of_first_exposures():
     np.testing.assert_allclose(fs.reference, register_reference(fs.frames, s.reference, shifts_px=true_shifts_px(s)))
 
 
+def test_aged_reference_shows_the_pristine_scene_with_its_bend_contours_elsewhere():
+    """``reference_age_s``: the reference is the scene Δ s before frame 0 (objects pristine, at frame 0's
+    place), so inside a pristine particle the bend contours differ from frame 0's; outside they do not."""
+    from tem_operando.synth import image_series
+    from tem_operando.synth.images import ParticleSpec
+
+    p = ParticleSpec(track_id=1, center_nm=(48.0, 48.0), diameter0_nm=40.0, onset_s=0.5, swelling_rate_nm_s=0.5)
+    kw = dict(objects=[p], rng=3, dose_e_per_px=1e6, background="vacuum", bend_contour_amp=0.5,
+              bend_contour_speed_nm_s=2.0, thickness_fringe_amp=0.0, flicker=0.0)
+    fresh = image_series(2, (96, 96), reference_frames=2, **kw)
+    aged = image_series(2, (96, 96), reference_frames=2, reference_age_s=10.0, **kw)
+    np.testing.assert_array_equal(aged.frames, fresh.frames)  # the session itself does not change
+    assert aged.params["reference_age_s"] == 10.0
+    yy, xx = np.mgrid[:96, :96]
+    r = np.hypot(yy - 47.5, xx - 47.5)
+    inside, outside = r < 15, r > 26
+    rel = np.abs(aged.reference / fresh.reference - 1)
+    assert np.median(rel[outside]) < 0.01  # background: the same up to shot noise at 10⁶ e⁻/px
+    assert np.percentile(rel[inside], 90) > 0.1  # the contours moved 20 nm
+    assert (fresh.classes[0] == 1).any() and not (fresh.classes[0] == 2).any()  # pristine at t = 0 and −Δ
+    for bad in (-1.0, float("nan"), "soon", True):
+        with pytest.raises(ValueError, match="reference_age_s"):
+            image_series(2, (32, 32), reference_frames=1, reference_age_s=bad)
+
+
+def test_synthetic_frames_reference_misplaced_by_the_jitter_asked_for():
+    from tem_operando.segment.datasets import training_reference_age_s, training_reference_jitter_px
+
+    ages = np.array([training_reference_age_s(s) for s in range(600)])
+    assert 0.25 < np.mean(ages == 0) < 0.42 and ages.max() <= 120 and ages[ages > 0].min() >= 2
+    jit = np.array([training_reference_jitter_px(s) for s in range(600)])
+    assert 0.25 < np.mean(jit == 0) < 0.42 and jit.max() <= 1.0 and jit[jit > 0].min() >= 0.2
+    fs, s = synthetic_frames(7, 3, size=64, reference_frames=4, dose=1e5)
+    off, _ = synthetic_frames(7, 3, size=64, reference_frames=4, dose=1e5, reference_jitter_px=0.7)
+    np.testing.assert_array_equal(off.frames, fs.frames)
+    est = reference_shifts_px(off.reference, s.reference)  # how far each jittered reference sits off
+    assert 0.2 < np.sqrt(np.mean(est ** 2)) < 1.5, est
+    with pytest.raises(ValueError, match="reference_jitter_px"):
+        synthetic_frames(7, 1, size=64, reference_jitter_px=-0.5)
+
+
 def test_synthetic_recording_on_disk_gets_the_pipelines_averaged_reference(tmp_path):
     from tem_operando.segment.datasets import load_synthetic_session
     from tem_operando.synth import image_series, write_session

@@ -6,14 +6,15 @@ shifted by the true drift onto each frame, is given as a second channel. The new
 at zero, so the network starts out exactly as segnet-s v2 and learns what the reference adds.
 Results and how to read them: ``models/experiments/README.md``.
 
-    python models/experiments/reference_channel_train.py OUT.pt STEPS [--init MODEL] [--lr LR] [--data v3|v4|v5|v6|v7]
+    python models/experiments/reference_channel_train.py OUT.pt STEPS [--init MODEL] [--lr LR] [--data v3|v4|v5|v6|v7|v8]
         [--rim-weight W]
     python models/experiments/reference_channel_eval.py OUT.pt
 
 ``--init`` is a model file (default: the shipped model); a one-channel model is widened with zero
 weights for the reference, a two-channel one continues as it is. ``--data v3`` renders the 7,800
 frames segnet-s v3 was trained on, ``--data v4`` 9,600 frames of other seeds, more of them with wires, ``--data v7``
-the v5 mix on new seeds with references averaged from 1–16 first exposures (see ``DATA``).
+the v5 mix on new seeds with references averaged from 1–16 first exposures, ``--data v8`` the same
+on new seeds with references also aged and misplaced per seed (see ``DATA``).
 Needs ~9–11 GB of RAM for the rendered frames (two float16 channels of 256×256 each).
 """
 
@@ -26,7 +27,7 @@ from scipy import ndimage as ndi
 
 from tem_operando.segment import default_model_path
 from tem_operando.segment import train as T
-from tem_operando.segment.datasets import synthetic_frames
+from tem_operando.segment.datasets import synthetic_frames, training_reference_age_s, training_reference_jitter_px
 from tem_operando.segment.modelfile import build_from_file, load_model_file
 from tem_operando.segment.network import SegNet
 from tem_operando.segment.normalise import normalise
@@ -44,8 +45,12 @@ DATA = {
            (6550, 6650, 12, "particles"), (6650, 7150, 6, None)],
     # the v5 mix on new seeds, each session's reference the mean of its first 1–16 exposures (session 12)
     "v7": [(7200, 7500, 12, "particles"), (7500, 7650, 12, "mixed"), (7650, 7700, 12, "wire"), (7700, 8200, 6, None)],
+    # the v7 mix on new seeds, each reference also taken 0 or 2–120 s before the session (bend contours
+    # moved on) and placed 0 or 0.2–1 px off the true drift, per seed (session 13)
+    "v8": [(8200, 8500, 12, "particles"), (8500, 8650, 12, "mixed"), (8650, 8700, 12, "wire"), (8700, 9200, 6, None)],
 }
-AVERAGED = {"v7"}  # data sets whose reference is the averaged one
+AVERAGED = {"v7", "v8"}  # data sets whose reference is the averaged one
+AGED = {"v8"}  # data sets whose reference is aged and misplaced (datasets.training_reference_age_s / _jitter_px)
 RIM_PX = 3  # --rim-weight: the outer band of every true object, px
 
 
@@ -67,7 +72,7 @@ def weighted_loss(out, cls, seam, pix_w):
     return T.loss_fn(out, cls, seam) - F.cross_entropy(out[:, :3], cls, weight=w) + ce
 
 
-def render(seeds, n_frames, averaged=False, **kw):
+def render(seeds, n_frames, averaged=False, aged=False, **kw):
     """Frames as (n, 2, Y, X) float16 [frame, registered first frame], classes, instances.
 
     ``averaged``: the reference is the FrameSet's own (the mean of the session's first 1–16
@@ -75,7 +80,9 @@ def render(seeds, n_frames, averaged=False, **kw):
     (``reference.network_input``); else frame 0 (the v3–v6 recipes)."""
     xs, cs, ins = [], [], []
     for sd in seeds:
-        fs, s = synthetic_frames(sd, n_frames, **kw)
+        age = {"reference_age_s": training_reference_age_s(sd),
+               "reference_jitter_px": training_reference_jitter_px(sd)} if aged else {}
+        fs, s = synthetic_frames(sd, n_frames, **age, **kw)
         if averaged:
             x2 = network_input(fs.frames, fs.reference, 2).astype(np.float16)
             xs += list(x2)
@@ -117,7 +124,7 @@ def main(out: str, steps: int, init=None, lr: float = LR, data: str = "v3", rim_
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     t0 = time.time()
-    parts = [render(range(a, b), n, data in AVERAGED, **(sc if isinstance(sc, dict) else {"scene": sc} if sc else {}))
+    parts = [render(range(a, b), n, data in AVERAGED, data in AGED, **(sc if isinstance(sc, dict) else {"scene": sc} if sc else {}))
              for a, b, n, sc in DATA[data]]
     x_all = np.stack([a for p in parts for a in p[0]])
     cls_all = np.stack([a for p in parts for a in p[1]])

@@ -4,7 +4,9 @@
    idealised camera at >= 8 frames/s whose first second is before the sample changes, no drift in it);
 2. what the pipeline builds for these sessions as the 2 frames/s recordings they are: the image frames of
    the first second (frames 0 and 1, the sample already changing), moved back by the true drift and averaged
-   (``reference.reference_run`` + ``mean_reference``).
+   (``reference.reference_run`` + ``mean_reference``);
+3. 8 exposures of the scene 30 s before the first frame (``image_series(reference_age_s=30)``): what late
+   frames of a long recording see, the objects pristine but their bend contours moved on (session 13).
 
     python models/experiments/reference_protocol_eval.py [N_SESSIONS] [MODEL]
 
@@ -28,8 +30,10 @@ def main(n: int = 100, model: str | None = None) -> None:
         if random_recipe(seed)["scene"] != "empty":
             seeds.append(seed)
         seed += 1
-    card, pipeline = [], []
+    card, pipeline, aged = [], [], []
     for s in seeds:
+        aged.append(item_from_session(synthetic_frames(s, 6, dose=10.0, size=256, reference_frames=8,
+                                                       reference_age_s=30.0)[1], f"seed{s}"))
         _, sess = synthetic_frames(s, 6, dose=10.0, size=256, reference_frames=8)
         card.append(item_from_session(sess, f"seed{s}"))
         it = item_from_session(sess, f"seed{s}")
@@ -38,7 +42,8 @@ def main(n: int = 100, model: str | None = None) -> None:
         it.reference = register_reference(it.frames, mean_reference(sess.frames[:k], sh[:k]), shifts_px=sh)
         pipeline.append(it)
     seg = {"network": load_segmenter(model, threads=2)}
-    for name, items in (("8 exposures at t=0 (the card)", card), ("the pipeline's, 2 frames/s", pipeline)):
+    for name, items in (("8 exposures at t=0 (the card)", card), ("the pipeline's, 2 frames/s", pipeline),
+                        ("8 exposures 30 s before", aged)):
         df = evaluate(seg, items)
         r = df[df["dose"] == "all"].set_index("method").loc["network"]
         print(name, {m: round(float(r[m]), 3) for m in ("iou_objects", "iou_reacted", "instance_f1", "front_err_px")},

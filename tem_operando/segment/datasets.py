@@ -133,28 +133,52 @@ def training_reference_frames(seed: int) -> int:
     return int(round(math.exp(np.random.default_rng([seed, 11]).uniform(0.0, math.log(16.0)))))
 
 
+def training_reference_age_s(seed: int) -> float:
+    """How long before session ``seed``'s first frame its reference is taken in training, s: 0 for a
+    third of the seeds, else log-uniform 2–120 s (late frames of a long recording see the
+    recording's first frames, whose bend contours have moved on since). Own stream per seed."""
+    r = np.random.default_rng([seed, 12])
+    return 0.0 if r.uniform() < 1 / 3 else float(math.exp(r.uniform(math.log(2.0), math.log(120.0))))
+
+
+def training_reference_jitter_px(seed: int) -> float:
+    """How far off the reference is placed on each frame of session ``seed`` in training, px (RMS per
+    axis): 0 for a third of the seeds, else 0.2–1.0 px (the drift pass' error: ``benchmarks/drift.py``)."""
+    r = np.random.default_rng([seed, 13])
+    return 0.0 if r.uniform() < 1 / 3 else float(r.uniform(0.2, 1.0))
+
+
 def synthetic_frames(seed: int, n_frames: int = 6, *, dose: float | None = None, size: int = 256,
-                     reference_frames: int | None = None, **overrides) -> tuple[FrameSet, object]:
+                     reference_frames: int | None = None, reference_age_s: float = 0.0,
+                     reference_jitter_px: float = 0.0, **overrides) -> tuple[FrameSet, object]:
     """Render one random session (see :func:`random_recipe`) as a :class:`FrameSet` and Session.
 
     The FrameSet's reference is the mean of ``reference_frames`` exposures of the first frame's scene
     (``image_series(reference_frames=k)``, what :func:`.reference.mean_reference` makes of a fast
     camera's first frames) moved onto each frame by the true drift; None: drawn per seed
-    (:func:`training_reference_frames`).
+    (:func:`training_reference_frames`). ``reference_age_s``: the exposures are of the scene that
+    long before the first frame (``image_series(reference_age_s=)``); ``reference_jitter_px``: each
+    frame's reference is placed off the true drift by a normal error of this RMS per axis, px
+    (drawn from a stream of the seed's own). Both 0: the idealised reference of the evaluation.
     """
     from ..synth.images import image_series
 
+    if not (math.isfinite(reference_jitter_px) and reference_jitter_px >= 0):
+        raise ValueError(f"reference_jitter_px must be a finite number ≥ 0 (px), got {reference_jitter_px!r}")
     kw = random_recipe(seed, dose=dose, size=size)
     kw.update(overrides)
     shape = kw.pop("shape")
     k = training_reference_frames(seed) if reference_frames is None else int(reference_frames)
-    s = image_series(n_frames, shape, reference_frames=max(k, 1), **kw)
+    s = image_series(n_frames, shape, reference_frames=max(k, 1), reference_age_s=reference_age_s, **kw)
     n = s.n_frames
     frames = s.frames.astype(np.float32)
+    shifts = true_shifts_px(s)
+    if reference_jitter_px > 0:
+        shifts = shifts + np.random.default_rng([seed, 14]).normal(0.0, reference_jitter_px, shifts.shape)
     fs = FrameSet(frames, s.classes.astype(np.uint8), s.instances.astype(np.uint32),
                   np.asarray(s.dose_e_per_px, float), np.full(n, s.nm_per_px),
                   [f"synthetic seed {seed} frame {i}" for i in range(n)],
-                  register_reference(frames, s.reference, shifts_px=true_shifts_px(s)) if n else None)
+                  register_reference(frames, s.reference, shifts_px=shifts) if n else None)
     return fs, s
 
 

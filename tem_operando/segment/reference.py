@@ -20,7 +20,7 @@ time, and eight frames at 10 e⁻/px show the start as one frame at 80 e⁻/px w
 from __future__ import annotations
 
 import numpy as np
-from .._registration import hann_window, mean_reference, prepare, register, shift_reference
+from .._registration import edge_window, mean_reference, prepare, register_robust, shift_reference
 from .normalise import normalise
 
 __all__ = ["REFERENCE_FRAMES", "REFERENCE_WINDOW_S", "choose_reference", "mean_reference", "network_input",
@@ -115,9 +115,9 @@ def reference_run(time_s: np.ndarray, *, n_max: int = REFERENCE_FRAMES,
 def reference_shifts_px(frames: np.ndarray, reference: np.ndarray, *, upsample: int = 10) -> np.ndarray:
     """(dy, dx) px that move ``reference`` (Y, X) onto each of ``frames`` (n, Y, X), by phase
     correlation of band-passed, windowed frames (as the pipeline's drift registration)."""
-    window = hann_window(np.shape(reference))
+    window = edge_window(np.shape(reference))
     prep_ref = prepare(reference, SIGMA_LO_PX, SIGMA_HI_PX, window)
-    return np.array([register(prepare(f, SIGMA_LO_PX, SIGMA_HI_PX, window), prep_ref, upsample)[0]
+    return np.array([register_robust(prepare(f, SIGMA_LO_PX, SIGMA_HI_PX, window), prep_ref, upsample)[0]
                      for f in frames]).reshape(len(frames), 2)
 
 

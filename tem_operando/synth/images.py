@@ -1674,6 +1674,7 @@ def image_series(
     objects: Sequence[ObjectSpec] | None = None,
     rng: Any = None,
     reference_frames: int = 0,
+    reference_age_s: float = 0.0,
     **options: Any,
 ) -> Session:
     """Render a synthetic bright-field (or dark-field) in situ TEM video with exact ground truth.
@@ -1714,6 +1715,12 @@ def image_series(
         camera's recording, before the sample changes, averaged into the reference that two-channel
         segmentation models are given (:func:`tem_operando.segment.reference.mean_reference`).
         Drawn from a noise stream of its own: ``frames`` are the same whatever k.
+    reference_age_s : float
+        How long before frame 0 the reference's exposures are taken, s (≥ 0). 0: frame 0 and
+        k − 1 more exposures of it. Δ > 0: k exposures of the scene at t = −Δ at frame 0's
+        position (every object pristine, bend contours where they were Δ earlier): a frame
+        ``time_s`` into the session then sees a reference ``time_s + Δ`` old, as late frames of a
+        long recording see the recording's first frames.
     **options
         Overrides of :class:`RenderParams` fields (e.g. ``readout_noise_e=0``,
         ``hot_pixel_fraction=0``, ``fresnel_amp=-0.1``); all others are random per session.
@@ -1737,6 +1744,12 @@ def image_series(
     )
     if isinstance(reference_frames, bool) or int(reference_frames) != reference_frames or reference_frames < 0:
         raise ValueError(f"reference_frames must be an integer ≥ 0, got {reference_frames!r}")
+    try:
+        ref_age = float(reference_age_s)
+    except (TypeError, ValueError):
+        ref_age = math.nan
+    if isinstance(reference_age_s, bool) or not (math.isfinite(ref_age) and ref_age >= 0):
+        raise ValueError(f"reference_age_s must be a finite number ≥ 0 (s), got {reference_age_s!r}")
     nm, fps, dose = float(nm_per_px), float(fps), float(dose_e_per_px)
     seed = _resolve_seed(rng)
     time_s = np.arange(n_frames) / fps
@@ -1769,10 +1782,12 @@ def image_series(
         classes[i], instances[i] = truth.classes, truth.instances
         stats.append(truth.stats)
         if i == 0 and reference_frames:  # k − 1 more exposures of the t = 0 scene, averaged with frame 0
-            acc = frames[0].astype(np.float64)
-            for _ in range(int(reference_frames) - 1):
+            age = ref_age
+            signal = truth.signal if age == 0 else _compose(ctx, -age, drift[0]).signal
+            acc = frames[0].astype(np.float64) if age == 0 else np.zeros(shape)
+            for _ in range(int(reference_frames) - (1 if age == 0 else 0)):
                 fl = max(1 + rp.flicker * ref_rng.standard_normal(), 0.05)
-                acc += _detect(ctx, truth.signal, dose * fl, float(blur[0]), ref_rng)
+                acc += _detect(ctx, signal, dose * fl, float(blur[0]), ref_rng)
             reference = (acc / int(reference_frames)).astype(np.float32)
     doses = dose * flicker
     objects_df = _objects_table(specs, stats, time_s, nm)
@@ -1802,6 +1817,7 @@ def image_series(
                 for s, b in zip(specs, ctx.blobs)
             ],
             "reference_frames": int(reference_frames),
+            "reference_age_s": ref_age,
             "n_hot_pixels": int(ctx.hot.size),
             "n_dead_pixels": int(ctx.dead.size),
         }
