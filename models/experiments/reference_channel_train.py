@@ -7,7 +7,7 @@ at zero, so the network starts out exactly as segnet-s v2 and learns what the re
 Results and how to read them: ``models/experiments/README.md``.
 
     python models/experiments/reference_channel_train.py OUT.pt STEPS [--init MODEL] [--lr LR] [--data v3|v4|v5|v6|v7|v8]
-        [--rim-weight W]
+        [--rim-weight W] [--change-weight W]
     python models/experiments/reference_channel_eval.py OUT.pt
 
 ``--init`` is a model file (default: the shipped model); a one-channel model is widened with zero
@@ -27,7 +27,8 @@ from scipy import ndimage as ndi
 
 from tem_operando.segment import default_model_path
 from tem_operando.segment import train as T
-from tem_operando.segment.datasets import synthetic_frames, training_reference_age_s, training_reference_jitter_px
+from tem_operando.segment.datasets import (synthetic_frames, training_reference_age_s, training_reference_jitter_px,
+                                          true_shifts_px)
 from tem_operando.segment.modelfile import build_from_file, load_model_file
 from tem_operando.segment.network import SegNet
 from tem_operando.segment.normalise import normalise
@@ -48,9 +49,11 @@ DATA = {
     # the v7 mix on new seeds, each reference also taken 0 or 2–120 s before the session (bend contours
     # moved on) and placed 0 or 0.2–1 px off the true drift, per seed (session 13)
     "v8": [(8200, 8500, 12, "particles"), (8500, 8650, 12, "mixed"), (8650, 8700, 12, "wire"), (8700, 9200, 6, None)],
+    # as v8 on new seeds (session 13, with --change-weight)
+    "v9": [(9200, 9500, 12, "particles"), (9500, 9650, 12, "mixed"), (9650, 9700, 12, "wire"), (9700, 10200, 6, None)],
 }
-AVERAGED = {"v7", "v8"}  # data sets whose reference is the averaged one
-AGED = {"v8"}  # data sets whose reference is aged and misplaced (datasets.training_reference_age_s / _jitter_px)
+AVERAGED = {"v7", "v8", "v9"}  # data sets whose reference is the averaged one
+AGED = {"v8", "v9"}  # data sets whose reference is aged and misplaced (datasets.training_reference_age_s / _jitter_px)
 RIM_PX = 3  # --rim-weight: the outer band of every true object, px
 
 
@@ -78,7 +81,7 @@ def render(seeds, n_frames, averaged=False, aged=False, **kw):
     ``averaged``: the reference is the FrameSet's own (the mean of the session's first 1–16
     exposures, ``datasets.training_reference_frames``), given as inference does
     (``reference.network_input``); else frame 0 (the v3–v6 recipes)."""
-    xs, cs, ins = [], [], []
+    xs, cs, ins, chs = [], [], [], []
     for sd in seeds:
         age = {"reference_age_s": training_reference_age_s(sd),
                "reference_jitter_px": training_reference_jitter_px(sd)} if aged else {}
@@ -88,6 +91,7 @@ def render(seeds, n_frames, averaged=False, aged=False, **kw):
             xs += list(x2)
             cs += list(fs.classes)
             ins += list(fs.instances)
+            chs += list(changed_since_first(fs.classes, s))
             continue
         ft = s.frame_table
         dx = ft["drift_x_nm"].to_numpy() / s.nm_per_px  # how far the sample moved since frame 0, px
@@ -98,7 +102,15 @@ def render(seeds, n_frames, averaged=False, aged=False, **kw):
             xs.append(np.stack([xn[i], ref]).astype(np.float16))
             cs.append(fs.classes[i])
             ins.append(fs.instances[i])
-    return xs, cs, ins
+        chs += list(changed_since_first(fs.classes, s))
+    return xs, cs, ins, chs
+
+
+def changed_since_first(classes: np.ndarray, session) -> np.ndarray:
+    """Pixels whose true class differs from the first frame's, moved by the true drift (n, Y, X) bool:
+    where the network must not copy its reference (a swelling particle's new rim, a reacted core)."""
+    sh = true_shifts_px(session)
+    return np.stack([c != ndi.shift(classes[0], sh[i], order=0, mode="nearest") for i, c in enumerate(classes)])
 
 
 def two_channel_from(path=None):
@@ -120,7 +132,7 @@ def two_channel_from(path=None):
 
 
 def main(out: str, steps: int, init=None, lr: float = LR, data: str = "v3", rim_weight: float = 0.0,
-         threads: int = 2) -> None:
+         threads: int = 2, change_weight: float = 0.0) -> None:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     t0 = time.time()
@@ -129,6 +141,7 @@ def main(out: str, steps: int, init=None, lr: float = LR, data: str = "v3", rim_
     x_all = np.stack([a for p in parts for a in p[0]])
     cls_all = np.stack([a for p in parts for a in p[1]])
     inst_all = np.stack([a for p in parts for a in p[2]])
+    chg_all = np.stack([a for p in parts for a in p[3]]) if change_weight else None
     print(f"data {x_all.shape} in {time.time() - t0:.0f} s", flush=True)
     model, class_bias = two_channel_from(init)
     model.train()
@@ -152,10 +165,13 @@ def main(out: str, steps: int, init=None, lr: float = LR, data: str = "v3", rim_
             xs.append(np.ascontiguousarray(x))
             cs.append(np.ascontiguousarray(c).astype(np.int64))
             bs.append(np.ascontiguousarray(b).astype(np.float32))
-            ws.append(rim_weights(cs[-1], rim_weight))
+            w = rim_weights(cs[-1], rim_weight)
+            if change_weight:  # the pixels whose class changed since the first frame
+                w = w + change_weight * np.ascontiguousarray(np.rot90(chg_all[i][sl], k))
+            ws.append(w)
         pred = model(torch.from_numpy(np.stack(xs)))
         cls_t, seam_t = torch.from_numpy(np.stack(cs)), torch.from_numpy(np.stack(bs))
-        loss = (weighted_loss(pred, cls_t, seam_t, torch.from_numpy(np.stack(ws))) if rim_weight
+        loss = (weighted_loss(pred, cls_t, seam_t, torch.from_numpy(np.stack(ws))) if rim_weight or change_weight
                 else T.loss_fn(pred, cls_t, seam_t))
         opt.zero_grad()
         loss.backward()
@@ -176,6 +192,8 @@ if __name__ == "__main__":
     ap.add_argument("--data", choices=sorted(DATA), default="v3")
     ap.add_argument("--rim-weight", type=float, default=0.0,
                     help=f"extra cross-entropy weight on the outer {RIM_PX} px of every true object")
+    ap.add_argument("--change-weight", type=float, default=0.0,
+                    help="extra cross-entropy weight on pixels whose true class changed since the first frame")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     a = ap.parse_args()
-    main(a.out, a.steps, a.init, a.lr, a.data, a.rim_weight, a.threads)
+    main(a.out, a.steps, a.init, a.lr, a.data, a.rim_weight, a.threads, a.change_weight)

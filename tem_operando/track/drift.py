@@ -24,13 +24,25 @@ from .._registration import register_robust
 __all__ = ["DriftState", "estimate_drift"]
 
 
+class _Bands:
+    """A frame's band-passed, windowed versions (:func:`_prepare`), made when first asked for."""
+
+    def __init__(self, frame: np.ndarray, sigma_hi_px: float, window: np.ndarray):
+        self.frame, self.sigma_hi_px, self.window, self._done = frame, sigma_hi_px, window, {}
+
+    def band(self, sigma_lo_px: float) -> np.ndarray:
+        if sigma_lo_px not in self._done:
+            self._done[sigma_lo_px] = _prepare(self.frame, sigma_lo_px, self.sigma_hi_px, self.window)
+        return self._done[sigma_lo_px]
+
+
 @dataclass
 class DriftState:
     """What registration of the next chunk needs: the key frame (prepared) and its drift (px)."""
 
-    key: tuple[np.ndarray, np.ndarray] | None = None  # prepared at sigma_lo_px and noisy_sigma_lo_px
+    key: _Bands | None = None
     key_drift_px: np.ndarray | None = None
-    prev: tuple[np.ndarray, np.ndarray] | None = None
+    prev: _Bands | None = None
     prev_drift_px: np.ndarray | None = None
     since_key: int = 0
 
@@ -97,17 +109,17 @@ def estimate_drift(
     window = edge_window((H, W), taper)
 
     def _register(ref, mov, upsample):
-        shift, err = register_robust(ref[0], mov[0], upsample, change_k)
+        shift, err = register_robust(ref.band(sigma_lo_px), mov.band(sigma_lo_px), upsample, change_k)
         if err > noisy_error:  # a weak peak: shot noise rules this band; try the smoother one
-            shift_c, err_c = register_robust(ref[1], mov[1], upsample, change_k)
+            shift_c, err_c = register_robust(ref.band(noisy_sigma_lo_px), mov.band(noisy_sigma_lo_px),
+                                             upsample, change_k)
             if np.isfinite(shift_c).all():
                 return shift_c, err_c
         return shift, err
 
     out = np.zeros((T, 2))
     for i in range(T):
-        cur = (_prepare(frames[i], sigma_lo_px, sigma_hi_px, window),
-               _prepare(frames[i], noisy_sigma_lo_px, sigma_hi_px, window))
+        cur = _Bands(frames[i], sigma_hi_px, window)
         if st.key is None:
             st.key, st.key_drift_px = cur, np.zeros(2)
             st.prev, st.prev_drift_px, st.since_key = cur, np.zeros(2), 0
