@@ -62,8 +62,9 @@ def register_robust(ref: np.ndarray, mov: np.ndarray, upsample: int,
     ``ref`` and ``mov`` are :func:`prepare` d frames. After the first registration the difference
     of ``ref`` and the aligned ``mov`` is smoothed (3 px); pixels more than ``change_k`` robust σ
     (MAD) above its median are masked (soft edges) in both frames, each in its own coordinates,
-    and the two are registered again. None: the first registration only. Returns as
-    :func:`register` (the second pass' error).
+    and the two are registered again. None: the first registration only. Returns the second
+    pass' shift and the first pass' error (the second's is lower by construction; callers compare
+    errors to judge a peak's strength, on one scale).
     """
     shift, err = register(ref, mov, upsample)
     if change_k is None or not np.isfinite(shift).all():
@@ -75,7 +76,8 @@ def register_robust(ref: np.ndarray, mov: np.ndarray, upsample: int,
     if not mad > 0:
         return shift, err
     keep = cv2.GaussianBlur((d < med + change_k * mad).astype(np.float32), (0, 0), 2.0)
-    return register(ref * keep, mov * _translate(keep, -shift, cv2.BORDER_REPLICATE), upsample)
+    shift2, _ = register(ref * keep, mov * _translate(keep, -shift, cv2.BORDER_REPLICATE), upsample)
+    return (shift2, err) if np.isfinite(shift2).all() else (shift, err)
 
 
 def _translate(a: np.ndarray, shift: np.ndarray, border: int) -> np.ndarray:

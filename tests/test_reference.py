@@ -376,9 +376,11 @@ def test_aged_reference_shows_the_pristine_scene_with_its_bend_contours_elsewher
     assert np.median(rel[outside]) < 0.01  # background: the same up to shot noise at 10⁶ e⁻/px
     assert np.percentile(rel[inside], 90) > 0.1  # the contours moved 20 nm
     assert (fresh.classes[0] == 1).any() and not (fresh.classes[0] == 2).any()  # pristine at t = 0 and −Δ
-    for bad in (-1.0, float("nan"), "soon", True):
+    for bad in (-1.0, float("nan"), "soon", "5", True):
         with pytest.raises(ValueError, match="reference_age_s"):
             image_series(2, (32, 32), reference_frames=1, reference_age_s=bad)
+    with pytest.raises(ValueError, match="reference_age_s needs reference_frames"):
+        image_series(2, (32, 32), reference_age_s=3.0)
 
 
 def test_synthetic_frames_reference_misplaced_by_the_jitter_asked_for():
@@ -391,10 +393,14 @@ def test_synthetic_frames_reference_misplaced_by_the_jitter_asked_for():
     fs, s = synthetic_frames(7, 3, size=64, reference_frames=4, dose=1e5)
     off, _ = synthetic_frames(7, 3, size=64, reference_frames=4, dose=1e5, reference_jitter_px=0.7)
     np.testing.assert_array_equal(off.frames, fs.frames)
-    est = reference_shifts_px(off.reference, s.reference)  # how far each jittered reference sits off
-    assert 0.2 < np.sqrt(np.mean(est ** 2)) < 1.5, est
-    with pytest.raises(ValueError, match="reference_jitter_px"):
-        synthetic_frames(7, 1, size=64, reference_jitter_px=-0.5)
+    # how far each reference sits off the place the true drift gives it (dy, dx px)
+    off_px = reference_shifts_px(off.reference, s.reference) - true_shifts_px(s)
+    on_px = reference_shifts_px(fs.reference, s.reference) - true_shifts_px(s)
+    assert np.abs(on_px).max() < 0.15, on_px
+    assert 0.3 < np.abs(off_px).max() < 2.5 and np.abs(off_px - on_px).max() > 0.3, off_px
+    for bad in (-0.5, True, "1", None):
+        with pytest.raises(ValueError, match="reference_jitter_px"):
+            synthetic_frames(7, 1, size=64, reference_jitter_px=bad)
 
 
 def test_synthetic_recording_on_disk_gets_the_pipelines_averaged_reference(tmp_path):

@@ -145,12 +145,13 @@ def _drift_errors_px(s, **kw) -> np.ndarray:
 
 def test_drift_not_pulled_by_particles_swelling_in_place():
     """No drift, no noise worth the name: the particles' own swelling must not read as drift (a Hann
-    window and one registration gave 1.5 px here, towards the frame's centre)."""
+    window and one registration gave 1.5 px here, towards the frame's centre; a Tukey window without
+    the second, masked registration 0.36 px)."""
     s = image_series(60, (160, 160), scene="particles", rng=2, dose_e_per_px=1e6)
     assert np.abs(s.frame_table[["drift_x_nm", "drift_y_nm"]].to_numpy()).max() == 0
     assert s.tracks["swelling_rate_nm_s"].gt(0).sum() >= 3  # they do swell
     err = _drift_errors_px(s)
-    assert err.max() < 0.8, err.max()
+    assert err.max() < 0.25, err.max()
 
 
 @pytest.mark.parametrize("dose", [5.0, 20.0])

@@ -6,7 +6,7 @@ shifted by the true drift onto each frame, is given as a second channel. The new
 at zero, so the network starts out exactly as segnet-s v2 and learns what the reference adds.
 Results and how to read them: ``models/experiments/README.md``.
 
-    python models/experiments/reference_channel_train.py OUT.pt STEPS [--init MODEL] [--lr LR] [--data v3|v4|v5|v6|v7|v8]
+    python models/experiments/reference_channel_train.py OUT.pt STEPS [--init MODEL] [--lr LR] [--data v3|v4|v5|v6|v7|v8|v9]
         [--rim-weight W] [--change-weight W]
     python models/experiments/reference_channel_eval.py OUT.pt
 
@@ -75,7 +75,7 @@ def weighted_loss(out, cls, seam, pix_w):
     return T.loss_fn(out, cls, seam) - F.cross_entropy(out[:, :3], cls, weight=w) + ce
 
 
-def render(seeds, n_frames, averaged=False, aged=False, **kw):
+def render(seeds, n_frames, averaged=False, aged=False, changes=False, **kw):
     """Frames as (n, 2, Y, X) float16 [frame, registered first frame], classes, instances.
 
     ``averaged``: the reference is the FrameSet's own (the mean of the session's first 1–16
@@ -91,7 +91,7 @@ def render(seeds, n_frames, averaged=False, aged=False, **kw):
             xs += list(x2)
             cs += list(fs.classes)
             ins += list(fs.instances)
-            chs += list(changed_since_first(fs.classes, s))
+            chs += list(changed_since_first(fs.classes, s)) if changes else []
             continue
         ft = s.frame_table
         dx = ft["drift_x_nm"].to_numpy() / s.nm_per_px  # how far the sample moved since frame 0, px
@@ -102,7 +102,7 @@ def render(seeds, n_frames, averaged=False, aged=False, **kw):
             xs.append(np.stack([xn[i], ref]).astype(np.float16))
             cs.append(fs.classes[i])
             ins.append(fs.instances[i])
-        chs += list(changed_since_first(fs.classes, s))
+        chs += list(changed_since_first(fs.classes, s)) if changes else []
     return xs, cs, ins, chs
 
 
@@ -136,7 +136,7 @@ def main(out: str, steps: int, init=None, lr: float = LR, data: str = "v3", rim_
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     t0 = time.time()
-    parts = [render(range(a, b), n, data in AVERAGED, data in AGED, **(sc if isinstance(sc, dict) else {"scene": sc} if sc else {}))
+    parts = [render(range(a, b), n, data in AVERAGED, data in AGED, change_weight > 0, **(sc if isinstance(sc, dict) else {"scene": sc} if sc else {}))
              for a, b, n, sc in DATA[data]]
     x_all = np.stack([a for p in parts for a in p[0]])
     cls_all = np.stack([a for p in parts for a in p[1]])

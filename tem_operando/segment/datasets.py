@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,7 +164,8 @@ def synthetic_frames(seed: int, n_frames: int = 6, *, dose: float | None = None,
     """
     from ..synth.images import image_series
 
-    if not (math.isfinite(reference_jitter_px) and reference_jitter_px >= 0):
+    if (isinstance(reference_jitter_px, bool) or not isinstance(reference_jitter_px, numbers.Real)
+            or not (math.isfinite(reference_jitter_px) and reference_jitter_px >= 0)):
         raise ValueError(f"reference_jitter_px must be a finite number ≥ 0 (px), got {reference_jitter_px!r}")
     kw = random_recipe(seed, dose=dose, size=size)
     kw.update(overrides)

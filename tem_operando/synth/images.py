@@ -56,6 +56,7 @@ Ground-truth tables (``Session`` fields)
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -1718,7 +1719,8 @@ def image_series(
     reference_age_s : float
         How long before frame 0 the reference's exposures are taken, s (≥ 0). 0: frame 0 and
         k − 1 more exposures of it. Δ > 0: k exposures of the scene at t = −Δ at frame 0's
-        position (every object pristine, bend contours where they were Δ earlier): a frame
+        position (objects as they were then — pristine unless their onset is before −Δ — and
+        bend contours where they were Δ earlier): a frame
         ``time_s`` into the session then sees a reference ``time_s + Δ`` old, as late frames of a
         long recording see the recording's first frames.
     **options
@@ -1744,12 +1746,11 @@ def image_series(
     )
     if isinstance(reference_frames, bool) or int(reference_frames) != reference_frames or reference_frames < 0:
         raise ValueError(f"reference_frames must be an integer ≥ 0, got {reference_frames!r}")
-    try:
-        ref_age = float(reference_age_s)
-    except (TypeError, ValueError):
-        ref_age = math.nan
+    ref_age = float(reference_age_s) if isinstance(reference_age_s, numbers.Real) else math.nan
     if isinstance(reference_age_s, bool) or not (math.isfinite(ref_age) and ref_age >= 0):
         raise ValueError(f"reference_age_s must be a finite number ≥ 0 (s), got {reference_age_s!r}")
+    if ref_age > 0 and not reference_frames:
+        raise ValueError("reference_age_s needs reference_frames ≥ 1 (it is the age of that reference)")
     nm, fps, dose = float(nm_per_px), float(fps), float(dose_e_per_px)
     seed = _resolve_seed(rng)
     time_s = np.arange(n_frames) / fps

@@ -28,7 +28,9 @@ class _Bands:
     """A frame's band-passed, windowed versions (:func:`_prepare`), made when first asked for."""
 
     def __init__(self, frame: np.ndarray, sigma_hi_px: float, window: np.ndarray):
-        self.frame, self.sigma_hi_px, self.window, self._done = frame, sigma_hi_px, window, {}
+        # a copy: the band may be made in a later chunk, when the caller has reused its buffer
+        self.frame = np.array(frame, np.float32)
+        self.sigma_hi_px, self.window, self._done = sigma_hi_px, window, {}
 
     def band(self, sigma_lo_px: float) -> np.ndarray:
         if sigma_lo_px not in self._done:
@@ -113,7 +115,7 @@ def estimate_drift(
         if err > noisy_error:  # a weak peak: shot noise rules this band; try the smoother one
             shift_c, err_c = register_robust(ref.band(noisy_sigma_lo_px), mov.band(noisy_sigma_lo_px),
                                              upsample, change_k)
-            if np.isfinite(shift_c).all():
+            if np.isfinite(shift_c).all() and err_c < err:
                 return shift_c, err_c
         return shift, err
 
