@@ -189,8 +189,15 @@ def test_pipeline_gives_two_channel_models_the_averaged_first_image_frames(two_c
         return real(self, frames, reference=reference, probabilities=probabilities)
 
     monkeypatch.setattr(infer.NetworkSegmenter, "predict", spy)
+    events = []
     analyze(rec, tmp_path / "res", AnalyzeOptions(model=str(two_channel_model), chunk_frames=3,
-                                                  scheduler="sync"), report=False)
+                                                  scheduler="sync"), report=False,
+            progress=lambda k, n: events.append(("frames", k, n)),
+            drift_progress=lambda k, n: events.append(("drift", k, n)))
+    # the drift pass reports its own progress, all of it before the first chunk is segmented
+    assert [e for e in events if e[0] == "drift"] == [("drift", 3, 8), ("drift", 6, 8), ("drift", 8, 8)]
+    assert [e for e in events if e[1] > 0][:3] == [("drift", 3, 8), ("drift", 6, 8), ("drift", 8, 8)]
+    assert events[-1] == ("frames", 8, 8)
     # every chunk, the later ones too, gets the recording's first frame moved by the pipeline's drift
     assert [len(r) for r in seen] == [3, 3, 2]
     got = np.concatenate(seen)

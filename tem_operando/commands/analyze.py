@@ -73,7 +73,8 @@ class Progress:
     """A rich progress bar with frames/s and time left (silent with ``quiet``)."""
 
     def __init__(self, quiet: bool, label: str):
-        self.quiet, self.label, self.bar, self.task = quiet or not sys.stderr.isatty(), label, None, None
+        self.quiet, self.label, self.bar = quiet or not sys.stderr.isatty(), label, None
+        self.task = self.drift_task = None
 
     def __enter__(self):
         if not self.quiet:
@@ -86,17 +87,22 @@ class Progress:
         return self
 
     def __call__(self, done: int, total: int) -> None:
-        if self.bar is None:
-            return
-        if self.task is None:
-            import time
+        self._update("task", self.label, done, total)
 
-            self.t0 = time.perf_counter()
-            self.task = self.bar.add_task(self.label, total=total, rate="–")
+    def drift(self, done: int, total: int) -> None:
+        """The drift pass' bar (two-channel models register the recording before they segment it)."""
+        self._update("drift_task", "registering drift", done, total)
+
+    def _update(self, name: str, label: str, done: int, total: int) -> None:
         import time
 
-        rate = done / max(time.perf_counter() - self.t0, 1e-9)
-        self.bar.update(self.task, completed=done, rate=f"{rate:.1f}")
+        if self.bar is None:
+            return
+        if getattr(self, name, None) is None:
+            setattr(self, name, self.bar.add_task(label, total=total, rate="–"))
+            setattr(self, name + "_t0", time.perf_counter())
+        rate = done / max(time.perf_counter() - getattr(self, name + "_t0"), 1e-9)
+        self.bar.update(getattr(self, name), completed=done, rate=f"{rate:.1f}")
 
     def __exit__(self, *exc):
         if self.bar is not None:
@@ -119,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline.analyze import analyze
 
     with Progress(args.quiet, f"analysing {args.input}") as bar:
-        summary = analyze(args.input, args.out, opts, resume=args.resume, progress=bar, report=not args.no_report)
+        summary = analyze(args.input, args.out, opts, resume=args.resume, progress=bar, report=not args.no_report,
+                          drift_progress=bar.drift)
     if not args.quiet:
         print(f"{summary['frames']} frames ({summary['n_image_frames']} image, {summary['n_diffraction_frames']} "
               f"diffraction) in {summary['elapsed_s']:.1f} s ({summary['frames_per_s']:.1f} frames/s); "

@@ -771,14 +771,16 @@ def prepare(input_path: str | os.PathLike, out: str | os.PathLike, opts: Analyze
 
 
 def run_passes(run: Run, ranges: list[tuple[int, int]], *, all_ranges: list[tuple[int, int]] | None = None,
-               on_done: Callable[[dict], None] | None = None) -> list[dict]:
+               on_done: Callable[[dict], None] | None = None,
+               on_drift_done: Callable[[dict], None] | None = None) -> list[dict]:
     """Run the chunk jobs of ``ranges`` (not yet done) with the run's scheduler.
 
     A two-channel model first gets a drift pass: every chunk of ``all_ranges`` (default
     ``ranges``: the recording so far) registered and chained, so each segmentation chunk can move the
     recording's first image frame onto its frames by the pipeline's own drift — frame-to-frame
     registration that stays right while the sample changes, where registering a late frame
-    directly against the first one does not.
+    directly against the first one does not. ``on_drift_done`` and ``on_done`` are called with each
+    drift-pass and each analysis chunk's record as it finishes.
     """
     o, spec = run.opts, run.spec
     records: list[dict] = []
@@ -786,7 +788,7 @@ def run_passes(run: Run, ranges: list[tuple[int, int]], *, all_ranges: list[tupl
         if spec.params.get("_reference"):
             every = list(all_ranges if all_ranges is not None else ranges)
             records += run_chunks(drift_job, replace(spec, kind="drift"), every, scheduler=o.scheduler,
-                                  workers=o.workers)
+                                  workers=o.workers, on_done=on_drift_done)
             def read_frames(index: np.ndarray) -> np.ndarray:
                 with _open(spec) as rec:
                     return np.stack([rec.frame(int(i)) for i in index])
@@ -843,7 +845,7 @@ def complete(run: Run, ranges: list[tuple[int, int]], records: list[dict], *, re
 
 def analyze(input_path: str | os.PathLike, out: str | os.PathLike, opts: AnalyzeOptions | None = None, *,
             resume: bool = False, progress: Callable[[int, int], None] | None = None,
-            report: bool = True) -> dict:
+            report: bool = True, drift_progress: Callable[[int, int], None] | None = None) -> dict:
     """Run the whole pipeline on one recording and write its results folder.
 
     Parameters
@@ -860,6 +862,9 @@ def analyze(input_path: str | os.PathLike, out: str | os.PathLike, opts: Analyze
         ``progress(frames_done, frames_total)`` after each chunk.
     report : bool
         Write plots and ``report.html``.
+    drift_progress : callable, optional
+        ``drift_progress(frames_done, frames_total)`` after each chunk of the drift pass (two-channel
+        models register the whole recording first; with v7 about a quarter of the time).
 
     Returns
     -------
@@ -873,10 +878,12 @@ def analyze(input_path: str | os.PathLike, out: str | os.PathLike, opts: Analyze
     """
     opts = opts or AnalyzeOptions()
     with exclusive_folder(out, "an analysis"):
-        return _analyze(input_path, out, opts, resume=resume, progress=progress, report=report)
+        return _analyze(input_path, out, opts, resume=resume, progress=progress, report=report,
+                        drift_progress=drift_progress)
 
 
-def _analyze(input_path, out, opts: AnalyzeOptions, *, resume: bool, progress, report: bool) -> dict:
+def _analyze(input_path, out, opts: AnalyzeOptions, *, resume: bool, progress, report: bool,
+             drift_progress=None) -> dict:
     run = prepare(input_path, out, opts, resume=resume)
     folder = run.store.folder
     n = run.info["frames"]
@@ -888,8 +895,15 @@ def _analyze(input_path, out, opts: AnalyzeOptions, *, resume: bool, progress, r
         if progress:
             progress(done[0], n)
 
+    registered = [sum(e - s for s, e in ranges if is_done(folder, s, e, "drift"))]
+
+    def on_drift_done(rec_: dict) -> None:
+        registered[0] += rec_["stop"] - rec_["start"]
+        if drift_progress:
+            drift_progress(registered[0], n)
+
     if progress:
         progress(done[0], n)
     t0 = time.perf_counter()
-    records = run_passes(run, ranges, on_done=on_done)
+    records = run_passes(run, ranges, on_done=on_done, on_drift_done=on_drift_done)
     return complete(run, ranges, records, report=report, extra={"chunks_wall_s": time.perf_counter() - t0})
