@@ -30,9 +30,14 @@ def prepare(frame: np.ndarray, sigma_lo: float, sigma_hi: float, window: np.ndar
 
 def register(ref: np.ndarray, mov: np.ndarray, upsample: int) -> tuple[np.ndarray, float]:
     """Shift (dy, dx) px that moves ``mov`` onto ``ref``, and the normalised error (0–1, 1 = no peak)."""
+    import warnings
+
     from skimage.registration import phase_cross_correlation
 
-    shift, error, _ = phase_cross_correlation(ref, mov, upsample_factor=upsample, normalization=None)
+    with warnings.catch_warnings():  # a blank frame divides by zero: its error is NaN, and callers check
+        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.filterwarnings("ignore", message="Could not determine RMS error", category=UserWarning)
+        shift, error, _ = phase_cross_correlation(ref, mov, upsample_factor=upsample, normalization=None)
     return np.asarray(shift, float), float(error)
 
 

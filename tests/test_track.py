@@ -166,6 +166,27 @@ def test_drift_accuracy_at_low_dose(dose):
     assert rms < (2.5 if dose == 5 else 1.0), rms
 
 
+@pytest.mark.parametrize("bad", ["noise", "blank", "nan"])
+def test_drift_survives_a_frame_with_nothing_to_register(bad):
+    """A frame of noise alone, a blank one or one of NaN (beam blanked, a camera glitch) keeps the last
+    drift; the frames after it are registered as before (a noise frame made key frame shifted all of them
+    by ~50 px). As the first frame, it holds the drift at 0 until a third frame matches nothing either
+    and becomes the key: the drift is then right relative to that frame."""
+    s = image_series(40, (160, 160), scene="mixed", rng=3, dose_e_per_px=20, drift_nm_per_s=(0.5, -0.3))
+    frames = s.frames.copy()
+    frames[20] = {"noise": np.random.default_rng(0).poisson(frames.mean(), frames.shape[1:]),
+                  "blank": 0.0, "nan": np.nan}[bad]
+    true = s.frame_table[["drift_x_nm", "drift_y_nm"]].to_numpy() / s.nm_per_px
+    err = np.hypot(*(estimate_drift(frames) - true).T)
+    assert np.isfinite(err).all() and err.max() < 2.5, err.round(1)
+    # a recording that starts with such a frame: after 3 frames that match nothing the chain restarts
+    frames[0], frames[20] = frames[20], s.frames[20]
+    d = estimate_drift(frames)
+    assert (d[:4] == 0).all()
+    err = np.hypot(*((d - d[3]) - (true - true[3])).T)
+    assert np.isfinite(err).all() and err[3:].max() < 2.5, err.round(1)
+
+
 def test_fast_linker_equals_trackpy():
     """The default linker gives trackpy's Crocker–Grier tracks, also in ambiguous crowds."""
     rng = np.random.default_rng(0)

@@ -8,7 +8,9 @@ swelling and reacting would otherwise pull the estimate: :mod:`tem_operando._reg
 The key frame is renewed every ``key_every`` frames so that the sample's own slow changes
 (swelling, reacting) never make the reference stale; a stage jump is caught because the phase
 correlation peak sits wherever the shift is, however large (up to half the frame), and a
-registration whose peak is weak is retried against the previous frame.
+registration whose peak is weak is retried against the previous frame. A frame that matches
+neither better than chance (blank, or noise alone) keeps the last drift and is never a key frame:
+one such frame used to shift the drift of every later frame by tens of pixels.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 
 from .._registration import CHANGE_K, WINDOW_TAPER, edge_window
 from .._registration import prepare as _prepare
+from .._registration import register as _register_plain
 from .._registration import register_robust
 
 __all__ = ["DriftState", "estimate_drift"]
@@ -47,6 +50,7 @@ class DriftState:
     prev: _Bands | None = None
     prev_drift_px: np.ndarray | None = None
     since_key: int = 0
+    held: int = 0  # frames in a row that matched nothing (kept the last drift)
 
 
 def estimate_drift(
@@ -87,7 +91,7 @@ def estimate_drift(
     noisy_error, noisy_sigma_lo_px : float
         A registration whose normalised error exceeds ``noisy_error`` (at 5 e⁻/px most do) is
         redone with the noise cut at ``noisy_sigma_lo_px`` instead of ``sigma_lo_px``: at 5 e⁻/px
-        on 160×160 px the RMS error falls from ~5 to ~1.5 px (``benchmarks/drift.py``).
+        on 160×160 px the RMS error falls from ~5 to ~1.4 px (``benchmarks/drift.py``).
     state : DriftState, optional
         Returned by the previous chunk's call with ``return_state=True``.
     return_state : bool
@@ -119,6 +123,14 @@ def estimate_drift(
                 return shift_c, err_c
         return shift, err
 
+    def _unrelated(ref, mov) -> bool:
+        """``mov`` matches ``ref`` no better than it matches ``ref`` turned by 180° (the same power
+        spectrum, none of its structure in place): nothing in common to register."""
+        b = noisy_sigma_lo_px
+        _, e = _register_plain(ref.band(b), mov.band(b), 1)
+        _, e0 = _register_plain(np.ascontiguousarray(ref.band(b)[::-1, ::-1]), mov.band(b), 1)
+        return not (np.isfinite(e) and np.isfinite(e0) and e < e0 - 0.03)  # chance: ± 0.005
+
     out = np.zeros((T, 2))
     for i in range(T):
         cur = _Bands(frames[i], sigma_hi_px, window)
@@ -129,10 +141,21 @@ def estimate_drift(
             continue
         shift, err = _register(st.key, cur, upsample)
         d = st.key_drift_px + np.array([-shift[1], -shift[0]])
-        if err > max_error and st.prev is not None:
+        if not err <= max_error and st.prev is not None:
             shift_p, err_p = _register(st.prev, cur, upsample)
-            if err_p < err:
+            if err_p < err or not np.isfinite(err):
                 d = st.prev_drift_px + np.array([-shift_p[1], -shift_p[0]])
+            if not min(err, err_p) <= noisy_error and _unrelated(st.key, cur) and _unrelated(st.prev, cur):
+                # a blank or structureless frame (beam blanked, a camera glitch): its drift is not
+                # known; it keeps the last one and is never a reference for the frames after it —
+                # unless the key itself is such a frame (3 in a row match nothing): then this one
+                # becomes the key, at the last drift, and the chain goes on from it
+                st.held += 1
+                out[i] = st.prev_drift_px
+                if st.held >= 3:
+                    st.key, st.key_drift_px, st.since_key = cur, st.prev_drift_px.copy(), 0
+                    st.prev, st.held = cur, 0
+                continue
         # a jump larger than the frame overlap allows is not trusted to the key frame alone:
         # check consistency with the previous frame and prefer the smaller error
         elif np.hypot(*(d - st.prev_drift_px)) > 0.05 * min(H, W):
@@ -140,6 +163,7 @@ def estimate_drift(
             if err_p < err:
                 d = st.prev_drift_px + np.array([-shift_p[1], -shift_p[0]])
         out[i] = d
+        st.held = 0
         st.prev, st.prev_drift_px = cur, d
         st.since_key += 1
         if st.since_key >= key_every or np.hypot(*(d - st.key_drift_px)) > 0.1 * min(H, W):
