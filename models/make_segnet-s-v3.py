@@ -19,32 +19,19 @@ seed 0. This script writes its weights as a model file with its card.
 """
 
 import sys
-from pathlib import Path
 
-import torch
+from recipe_card import header, save_checkpoint, write_card
 
-from tem_operando.segment.modelfile import save_model_file
-from tem_operando.segment.network import SegNet, n_parameters
+from tem_operando.segment.network import n_parameters
 
 
 def main(src: str, out: str, steps: int = 8000) -> None:
-    ck = torch.load(src, weights_only=False)
-    model = SegNet(**ck["config"])
-    model.load_state_dict(ck["state"])
-    out = Path(out)
     training = {"recipe": "models/make_segnet-s-v3.py (models/experiments/reference_channel_train.py)",
                 "init": "segnet-s v2 (sha256 256a3a5626790e26a57fd089ff1bcc67dbf33920b33520a7fb58a7ccc71aeeb8)",
                 "steps": steps, "batch": 7, "crop": 192, "lr": 1e-3, "seed": 0, "frames": 7800}
-    sha = save_model_file(out, model, name="segnet-s", training=training, class_bias=ck.get("class_bias"))
+    model, out, sha = save_checkpoint(src, out, training)
     cfg = model.config
-    card = f"""# Model card: segnet-s
-
-- file: `{out.name}`
-- sha256: `{sha}`
-- format: `tem-operando-segnet/1` (torch.save of a plain dict; load with `torch.load(weights_only=True)`)
-- classes: 0 background, 1 pristine, 2 reacted; plus a seam (touching-objects boundary) output
-- version 3 (replaces v2, sha256 `256a3a56…`, which saw each frame alone)
-
+    card = header(out, sha, "version 3 (replaces v2, sha256 `256a3a56…`, which saw each frame alone)") + f"""
 ## Architecture
 Compact U-Net `SegNet(width={cfg['width']}, depth={cfg['depth']}, blocks={cfg['blocks']}, in_channels=2)`,
 {n_parameters(model):,} parameters: 2×2 pixel-unshuffle stem, stride-2 3×3 convolutions and
@@ -67,8 +54,7 @@ zero (step 0 = v2 exactly); 192-px crops, batch 7, rotations, gain/offset; AdamW
 threads. Loss as v2: weighted cross-entropy (1.0, 1.5, 2.0) + 0.5 soft Dice (objects, reacted) +
 0.5 BCE on seams (positive weight 4). Commands: the docstring of `models/make_segnet-s-v3.py`.
 """
-    out.with_name(out.stem + ".MODEL_CARD.md").write_text(card, encoding="utf-8")
-    print(f"wrote {out} ({sha})")
+    write_card(out, sha, card)
 
 
 if __name__ == "__main__":

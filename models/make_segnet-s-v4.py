@@ -14,34 +14,21 @@ This script writes the trained weights as a model file with its card.
 """
 
 import sys
-from pathlib import Path
 
-import torch
+from recipe_card import header, save_checkpoint, write_card
 
-from tem_operando.segment.modelfile import save_model_file
-from tem_operando.segment.network import SegNet, n_parameters
+from tem_operando.segment.network import n_parameters
 
 V3_SHA = "f815818ac90fb98826018aef49eac21f6075fa7d865912570b84017d883b8fbb"
 
 
 def main(src: str, out: str, steps: int = 12000) -> None:
-    ck = torch.load(src, weights_only=False)
-    model = SegNet(**ck["config"])
-    model.load_state_dict(ck["state"])
-    out = Path(out)
     training = {"recipe": "models/make_segnet-s-v4.py (models/experiments/reference_channel_train.py --data v4)",
                 "init": f"segnet-s v3 (sha256 {V3_SHA})", "steps": steps, "batch": 7, "crop": 192, "lr": 5e-4,
                 "seed": 0, "frames": 9600}
-    sha = save_model_file(out, model, name="segnet-s", training=training, class_bias=ck.get("class_bias"))
+    model, out, sha = save_checkpoint(src, out, training)
     cfg = model.config
-    card = f"""# Model card: segnet-s
-
-- file: `{out.name}`
-- sha256: `{sha}`
-- format: `tem-operando-segnet/1` (torch.save of a plain dict; load with `torch.load(weights_only=True)`)
-- classes: 0 background, 1 pristine, 2 reacted; plus a seam (touching-objects boundary) output
-- version 4 (replaces v3, sha256 `{V3_SHA[:8]}…`, the same network trained on less data)
-
+    card = header(out, sha, f"version 4 (replaces v3, sha256 `{V3_SHA[:8]}…`, the same network trained on less data)") + f"""
 ## Architecture
 Compact U-Net `SegNet(width={cfg['width']}, depth={cfg['depth']}, blocks={cfg['blocks']}, in_channels=2)`,
 {n_parameters(model):,} parameters: 2×2 pixel-unshuffle stem, stride-2 3×3 convolutions and
@@ -68,8 +55,7 @@ one-cycle peak lr 5e-4 (5 % warm-up), v2's batch-norm statistics kept; seed 0; 2
 Loss as v2: weighted cross-entropy (1.0, 1.5, 2.0) + 0.5 soft Dice (objects, reacted) + 0.5 BCE
 on seams (positive weight 4). Commands: the docstring of `models/make_segnet-s-v4.py`.
 """
-    out.with_name(out.stem + ".MODEL_CARD.md").write_text(card, encoding="utf-8")
-    print(f"wrote {out} ({sha})")
+    write_card(out, sha, card)
 
 
 if __name__ == "__main__":

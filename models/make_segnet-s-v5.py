@@ -17,35 +17,22 @@ This script writes the trained weights as a model file with its card.
 """
 
 import sys
-from pathlib import Path
 
-import torch
+from recipe_card import header, save_checkpoint, write_card
 
-from tem_operando.segment.modelfile import save_model_file
-from tem_operando.segment.network import SegNet, n_parameters
+from tem_operando.segment.network import n_parameters
 
 V4_SHA = "521e3e91c8c54382967176cdc29c22a7840e4e29a6fa4133bf95c301649f31dc"
 
 
 def main(src: str, out: str, steps: int = 10000) -> None:
-    ck = torch.load(src, weights_only=False)
-    model = SegNet(**ck["config"])
-    model.load_state_dict(ck["state"])
-    out = Path(out)
     training = {"recipe": "models/make_segnet-s-v5.py (models/experiments/reference_channel_train.py --data v5 "
                           "--rim-weight 3)",
                 "init": f"segnet-s v4 (sha256 {V4_SHA})", "steps": steps, "batch": 7, "crop": 192, "lr": 3e-4,
                 "rim_weight": 3.0, "rim_px": 3, "seed": 0, "frames": 9000}
-    sha = save_model_file(out, model, name="segnet-s", training=training, class_bias=ck.get("class_bias"))
+    model, out, sha = save_checkpoint(src, out, training)
     cfg = model.config
-    card = f"""# Model card: segnet-s
-
-- file: `{out.name}`
-- sha256: `{sha}`
-- format: `tem-operando-segnet/1` (torch.save of a plain dict; load with `torch.load(weights_only=True)`)
-- classes: 0 background, 1 pristine, 2 reacted; plus a seam (touching-objects boundary) output
-- version 5 (replaces v4, sha256 `{V4_SHA[:8]}…`, the same network without the rim weighting)
-
+    card = header(out, sha, f"version 5 (replaces v4, sha256 `{V4_SHA[:8]}…`, the same network without the rim weighting)") + f"""
 ## Architecture
 Compact U-Net `SegNet(width={cfg['width']}, depth={cfg['depth']}, blocks={cfg['blocks']}, in_channels=2)`,
 {n_parameters(model):,} parameters: 2×2 pixel-unshuffle stem, stride-2 3×3 convolutions and
@@ -73,8 +60,7 @@ batch-norm statistics kept; seed 0; 2 CPU threads. Loss as v2 — weighted cross
 cross-entropy of every true object's outer 3 px weighted ×4: a swelling particle's light reacted
 shell lies there. Commands: the docstring of `models/make_segnet-s-v5.py`.
 """
-    out.with_name(out.stem + ".MODEL_CARD.md").write_text(card, encoding="utf-8")
-    print(f"wrote {out} ({sha})")
+    write_card(out, sha, card)
 
 
 if __name__ == "__main__":

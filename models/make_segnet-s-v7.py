@@ -18,35 +18,22 @@ This script writes the trained weights as a model file with its card.
 """
 
 import sys
-from pathlib import Path
 
-import torch
+from recipe_card import header, save_checkpoint, write_card
 
-from tem_operando.segment.modelfile import save_model_file
-from tem_operando.segment.network import SegNet, n_parameters
+from tem_operando.segment.network import n_parameters
 
 V5_SHA = "b8eed75d7ef7a4b6921de740288e8f14399302388e6cbabb4f33dd737a4ef38c"
 
 
 def main(src: str, out: str, steps: int = 8000) -> None:
-    ck = torch.load(src, weights_only=False)
-    model = SegNet(**ck["config"])
-    model.load_state_dict(ck["state"])
-    out = Path(out)
     training = {"recipe": "models/make_segnet-s-v7.py (models/experiments/reference_channel_train.py --data v7 "
                           "--rim-weight 3)",
                 "init": f"segnet-s v5 (sha256 {V5_SHA})", "steps": steps, "batch": 7, "crop": 192, "lr": 2e-4,
                 "rim_weight": 3.0, "rim_px": 3, "seed": 0, "frames": 9000}
-    sha = save_model_file(out, model, name="segnet-s", training=training, class_bias=ck.get("class_bias"))
+    model, out, sha = save_checkpoint(src, out, training)
     cfg = model.config
-    card = f"""# Model card: segnet-s
-
-- file: `{out.name}`
-- sha256: `{sha}`
-- format: `tem-operando-segnet/1` (torch.save of a plain dict; load with `torch.load(weights_only=True)`)
-- classes: 0 background, 1 pristine, 2 reacted; plus a seam (touching-objects boundary) output
-- version 7 (replaces v5, sha256 `{V5_SHA[:8]}…`, trained with single-frame references only; v6 was not shipped)
-
+    card = header(out, sha, f"version 7 (replaces v5, sha256 `{V5_SHA[:8]}…`, trained with single-frame references only; v6 was not shipped)") + f"""
 ## Architecture
 Compact U-Net `SegNet(width={cfg['width']}, depth={cfg['depth']}, blocks={cfg['blocks']}, in_channels=2)`,
 {n_parameters(model):,} parameters: 2×2 pixel-unshuffle stem, stride-2 3×3 convolutions and
@@ -77,8 +64,7 @@ batch-norm statistics kept; seed 0; 2 CPU threads. Loss as v2 — weighted cross
 cross-entropy of every true object's outer 3 px weighted ×4: a swelling particle's light reacted
 shell lies there (as v5). Commands: the docstring of `models/make_segnet-s-v7.py`.
 """
-    out.with_name(out.stem + ".MODEL_CARD.md").write_text(card, encoding="utf-8")
-    print(f"wrote {out} ({sha})")
+    write_card(out, sha, card)
 
 
 if __name__ == "__main__":
