@@ -51,7 +51,8 @@ class Session:
         Every parameter used to generate the session (JSON-serialisable), including the seed.
     reference : ndarray, shape (Y, X), float32, or None
         With ``image_series(reference_frames=k)``: the mean of k exposures of the first frame's
-        scene (counts per exposure), at frame 0's position. Not written to disk.
+        scene (with ``reference_age_s=Δ``: of the scene Δ s earlier), counts per exposure, at
+        frame 0's position. Not written to disk.
     """
 
     frames: np.ndarray
