@@ -108,6 +108,42 @@ def test_widened_model_starts_out_identical(data):
         with_input_channels(two, 1)
 
 
+def test_refined_model_starts_out_identical_and_round_trips(data, tmp_path):
+    """A full-resolution refinement added to a model changes nothing until trained; it survives a
+    model file, BatchNorm folding, odd frame sizes, and it learns: a few steps move its output."""
+    from tem_operando.segment.modelfile import build_from_file, load_model_file, save_model_file
+    from tem_operando.segment.network import SegNet, fuse_for_inference
+
+    torch.manual_seed(0)
+    two = SegNet(4, 2, 1, in_channels=2).eval()
+    ref = with_input_channels(two, 2, refine=4).eval()
+    assert ref.config == {"width": 4, "depth": 2, "blocks": 1, "in_channels": 2, "refine": 4}
+    assert "refine" not in two.config  # model files without a refinement keep their config
+    x = torch.from_numpy(network_input(data.frames[:2, :45, :61], data.frames[0, :45, :61], 2))
+    with torch.no_grad():
+        assert float((two(x) - ref(x)).abs().max()) == 0.0
+    with pytest.raises(ValueError, match="already has a refinement"):
+        with_input_channels(ref, 2, refine=8)
+    # a few steps on the reacted class move the refined output away from the trunk's
+    ref.train()
+    opt = torch.optim.Adam([p for n, p in ref.named_parameters() if n.startswith(("fine.", "refine."))], lr=1e-2)
+    for _ in range(3):
+        loss = -ref(x)[:, 2].mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    ref.eval()
+    with torch.no_grad():
+        moved = ref(x)
+        assert float((moved - two(x)).abs().max()) > 1e-3
+    save_model_file(tmp_path / "r.pt", ref, name="r")
+    back = build_from_file(load_model_file(tmp_path / "r.pt", verify=False), "r").eval()
+    assert back.config["refine"] == 4
+    with torch.no_grad():
+        assert float((back(x) - moved).abs().max()) < 1e-5
+        assert float((fuse_for_inference(back)(x) - moved).abs().max()) < 1e-4
+
+
 def test_two_channel_model_predicts_with_and_without_reference(two_channel_model, data):
     from tem_operando.segment import load_segmenter
     from tem_operando.segment.modelfile import load_model_file

@@ -147,6 +147,19 @@ def test_tiny_training_lowers_the_loss(small_data, tmp_path):
     assert losses[-1] < 0.8 * losses[0]
 
 
+def test_refined_model_trains_loads_and_segments(small_data, tmp_path):
+    out = tmp_path / "refined.pt"
+    train(small_data, out, TrainConfig(seed=3, refine=4, **TINY), progress=False, log=lambda *a: None)
+    assert load_model_file(out)["config"]["refine"] == 4
+    assert "refine=4" in out.with_name("refined.MODEL_CARD.md").read_text()
+    res = _seg(out).predict(small_data.frames[:2, :47, :59])
+    assert res.classes.shape == (2, 47, 59)
+    # fine-tuning keeps the refinement; a different one is refused
+    with pytest.raises(ValueError, match="already has a refinement"):
+        train(small_data, tmp_path / "f.pt", TrainConfig(seed=3, refine=8, init=str(out), **TINY),
+              progress=False, log=lambda *a: None)
+
+
 def test_training_is_deterministic_and_resumes(small_data, tmp_path):
     cfg = dict(seed=5, **TINY)
     a = train(small_data, tmp_path / "a.pt", TrainConfig(**cfg), progress=False, log=lambda *x: None)

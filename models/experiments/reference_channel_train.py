@@ -6,15 +6,17 @@ shifted by the true drift onto each frame, is given as a second channel. The new
 at zero, so the network starts out exactly as segnet-s v2 and learns what the reference adds.
 Results and how to read them: ``models/experiments/README.md``.
 
-    python models/experiments/reference_channel_train.py OUT.pt STEPS [--init MODEL] [--lr LR] [--data v3|v4|v5|v6|v7|v8|v9]
-        [--rim-weight W] [--change-weight W]
+    python models/experiments/reference_channel_train.py OUT.pt STEPS [--init MODEL] [--lr LR]
+        [--data v3|v4|v5|v6|v7|v8|v9|v10] [--rim-weight W] [--change-weight W] [--refine C]
     python models/experiments/reference_channel_eval.py OUT.pt
 
 ``--init`` is a model file (default: the shipped model); a one-channel model is widened with zero
 weights for the reference, a two-channel one continues as it is. ``--data v3`` renders the 7,800
 frames segnet-s v3 was trained on, ``--data v4`` 9,600 frames of other seeds, more of them with wires, ``--data v7``
 the v5 mix on new seeds with references averaged from 1–16 first exposures, ``--data v8`` the same
-on new seeds with references also aged and misplaced per seed (see ``DATA``).
+on new seeds with references also aged and misplaced per seed (see ``DATA``); ``--refine C`` adds a
+full-resolution refinement of C channels (``network.SegNet(refine=)``, zero-initialised, trained at
+``--refine-lr-factor`` × the peak lr; session 14's v10 attempt).
 Needs ~9–11 GB of RAM for the rendered frames (two float16 channels of 256×256 each).
 """
 
@@ -51,8 +53,11 @@ DATA = {
     "v8": [(8200, 8500, 12, "particles"), (8500, 8650, 12, "mixed"), (8650, 8700, 12, "wire"), (8700, 9200, 6, None)],
     # as v8 on new seeds (session 13, with --change-weight)
     "v9": [(9200, 9500, 12, "particles"), (9500, 9650, 12, "mixed"), (9650, 9700, 12, "wire"), (9700, 10200, 6, None)],
+    # the v7 mix (fresh references) on new seeds, for the full-resolution refinement (session 14, --refine)
+    "v10": [(10200, 10500, 12, "particles"), (10500, 10650, 12, "mixed"), (10650, 10700, 12, "wire"),
+            (10700, 11200, 6, None)],
 }
-AVERAGED = {"v7", "v8", "v9"}  # data sets whose reference is the averaged one
+AVERAGED = {"v7", "v8", "v9", "v10"}  # data sets whose reference is the averaged one
 AGED = {"v8", "v9"}  # data sets whose reference is aged and misplaced (datasets.training_reference_age_s / _jitter_px)
 RIM_PX = 3  # --rim-weight: the outer band of every true object, px
 
@@ -113,12 +118,16 @@ def changed_since_first(classes: np.ndarray, session) -> np.ndarray:
     return np.stack([c != ndi.shift(classes[0], sh[i], order=0, mode="nearest") for i, c in enumerate(classes)])
 
 
-def two_channel_from(path=None):
-    """SegNet(in_channels=2) with a model file's weights; a 1-channel model's reference stem weights are zero."""
+def two_channel_from(path=None, refine: int = 0):
+    """SegNet(in_channels=2) with a model file's weights; a 1-channel model's reference stem weights are zero.
+
+    ``refine``: add a full-resolution refinement of that many channels (zero-initialised, so the
+    model starts as the file's) if the file has none."""
     obj = load_model_file(str(path or default_model_path()))
     base = build_from_file(obj, "segnet-s")
     cfg = obj["config"]
-    model = SegNet(int(cfg["width"]), int(cfg["depth"]), int(cfg["blocks"]), in_channels=2)
+    model = SegNet(int(cfg["width"]), int(cfg["depth"]), int(cfg["blocks"]), in_channels=2,
+                   refine=int(cfg.get("refine", 0)) or refine)
     state = model.state_dict()
     for k, v in base.state_dict().items():
         if state[k].shape == v.shape:
@@ -132,7 +141,7 @@ def two_channel_from(path=None):
 
 
 def main(out: str, steps: int, init=None, lr: float = LR, data: str = "v3", rim_weight: float = 0.0,
-         threads: int = 2, change_weight: float = 0.0) -> None:
+         threads: int = 2, change_weight: float = 0.0, refine: int = 0, refine_lr_factor: float = 5.0) -> None:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     t0 = time.time()
@@ -143,13 +152,17 @@ def main(out: str, steps: int, init=None, lr: float = LR, data: str = "v3", rim_
     inst_all = np.stack([a for p in parts for a in p[2]])
     chg_all = np.stack([a for p in parts for a in p[3]]) if change_weight else None
     print(f"data {x_all.shape} in {time.time() - t0:.0f} s", flush=True)
-    model, class_bias = two_channel_from(init)
+    model, class_bias = two_channel_from(init, refine)
     model.train()
     for mod in model.modules():  # keep v2's normalisation statistics, as fine-tuning does
         if isinstance(mod, torch.nn.BatchNorm2d):
             mod.eval()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    new = [p for n, p in model.named_parameters() if n.startswith(("fine.", "refine."))]
+    old = [p for n, p in model.named_parameters() if not n.startswith(("fine.", "refine."))]
+    groups = [{"params": old, "lr": lr}] + ([{"params": new, "lr": lr * refine_lr_factor}] if new else [])
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=steps,
+                                                pct_start=0.05)
     rng = np.random.default_rng(0)
     size = x_all.shape[-1]
     for step in range(steps):
@@ -195,5 +208,9 @@ if __name__ == "__main__":
     ap.add_argument("--change-weight", type=float, default=0.0,
                     help="extra cross-entropy weight on pixels whose true class changed since the first frame")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--refine", type=int, default=0,
+                    help="add a full-resolution refinement of this many channels (network.SegNet(refine=))")
+    ap.add_argument("--refine-lr-factor", type=float, default=5.0,
+                    help="peak learning rate of the new refinement = --lr × this")
     a = ap.parse_args()
-    main(a.out, a.steps, a.init, a.lr, a.data, a.rim_weight, a.threads, a.change_weight)
+    main(a.out, a.steps, a.init, a.lr, a.data, a.rim_weight, a.threads, a.change_weight, a.refine, a.refine_lr_factor)

@@ -39,6 +39,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(better on thin reacted shells; fine-tuning a 1-channel model adds that input at zero "
                         "weight); 1: the frame alone, from scratch only (default: the starting model's, 1 from scratch; "
                         "channels can be added to a model, not dropped)")
+    g.add_argument("--refine", type=int, default=0, metavar="C",
+                   help="add a full-resolution refinement of C channels (the trunk works at half resolution; "
+                        "~2.5× the network's cost at 256×256). Fine-tuning a model without one adds "
+                        "it at zero weight (default: the starting model's, none from scratch)")
     g.add_argument("--threads", type=int, default=2, metavar="N", help="CPU threads (default 2)")
     g.add_argument("--val-fraction", type=float, default=0.05, help="share of sessions held out for validation")
     g.add_argument("--max-frames-per-recording", type=int, default=None, metavar="N",
@@ -58,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     opts = RetrainOptions(init=args.init, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
                           batch=args.batch, crop=args.crop, lr=args.lr, seed=args.seed, threads=args.threads,
                           val_fraction=args.val_fraction, width=args.width, depth=args.depth,
-                          blocks=args.blocks, in_channels=args.in_channels or 0, synthetic_sessions=args.synthetic,
+                          blocks=args.blocks, in_channels=args.in_channels or 0, refine=args.refine, synthetic_sessions=args.synthetic,
                           synthetic_share=args.synthetic_share,
                           max_frames_per_recording=args.max_frames_per_recording, restart=args.restart)
     retrain(args.data, args.out, opts, progress=not args.no_progress)

@@ -53,6 +53,8 @@ class RetrainOptions:
     #: 2: give the network the recording's first image frame beside each frame (a 1-channel
     #: starting model gets the new input at zero weight); 1: the frame alone; 0: the starting model's
     in_channels: int = 0
+    #: channels of a full-resolution refinement to add (0: the starting model's; none from scratch)
+    refine: int = 0
     synthetic_sessions: int | None = None  #: None: DEFAULT_SYNTHETIC_SESSIONS with user frames, else 0
     synthetic_frames: int = 2  #: frames per synthetic session
     synthetic_share: float = 0.4  #: share of the crops drawn from the synthetic mix
@@ -161,6 +163,15 @@ def retrain(data: Sequence[str | os.PathLike], out: str | os.PathLike, options: 
         if o.in_channels < have:
             raise TemOperandoError(f"{init}: a {have}-channel model cannot be fine-tuned to {o.in_channels} input "
                                    f"channel(s) (channels can be added, not dropped); leave --in-channels out")
+    if o.refine < 0:
+        raise TemOperandoError(f"refine must be ≥ 0 channels, got {o.refine}")
+    if init and o.refine:
+        from ..segment.modelfile import load_model_file
+
+        have = int(load_model_file(init)["config"].get("refine", 0))
+        if have and have != o.refine:
+            raise TemOperandoError(f"{init}: the model already has a refinement of {have} channels; "
+                                   f"leave --refine out")
 
     with tempfile.TemporaryDirectory(prefix="tem-operando-train-") as tmp:
         paths, sources = results_as_annotation_sets(data, Path(tmp))
@@ -203,7 +214,7 @@ def retrain(data: Sequence[str | os.PathLike], out: str | os.PathLike, options: 
         extra["synthetic_mix"] = mix_info
     cfg = TrainConfig(epochs=epochs, steps_per_epoch=steps, batch=o.batch, crop=o.crop,
                       lr=o.lr or (1e-3 if fine else 3e-3), seed=o.seed, val_fraction=o.val_fraction,
-                      width=o.width, depth=o.depth, blocks=o.blocks, in_channels=o.in_channels, threads=o.threads,
+                      width=o.width, depth=o.depth, blocks=o.blocks, in_channels=o.in_channels, refine=o.refine, threads=o.threads,
                       name=out.stem, init=init, extra=extra, distill=o.distill, calibrate=o.calibrate)
     calibration = None
     if o.calibrate is None and user_frames and fine and o.calibration_sessions > 0:

@@ -7,10 +7,18 @@ watershed, :mod:`tem_operando.segment.instances`).
 
 Architecture (``width=16, depth=4``)::
 
-    stem  3×3 conv 1→w  at full resolution                     (edges, noise)
-    down  stride-2 3×3 conv, then a depthwise-separable block  per level, channels w·2^k (≤ 8w)
-    up    bilinear ×2, concatenate the skip, 1×1 conv, depthwise-separable block
-    head  3×3 conv → 1×1 conv to 4 channels at full resolution
+    stem    2×2 pixel unshuffle, 3×3 conv 4·c→w, depthwise-separable block   (half resolution)
+    down    stride-2 3×3 conv, then a depthwise-separable block  per level, channels w·2^k (≤ 8w)
+    up      bilinear ×2, concatenate the skip, 1×1 conv, depthwise-separable block
+    head    1×1 conv to 4·4 channels, 2×2 pixel shuffle → 4 channels at full resolution
+    refine  (``refine=r > 0`` only) at full resolution: 3×3 conv c→r of the input, concatenated
+            with the head's 4 channels, two 3×3 convs r→r and a 1×1 conv to 4 channels added to
+            the head's output (zero-initialised: a refined model starts as its unrefined one)
+
+The refinement sees the pixels the half-resolution trunk folds together. It was tried for a
+swelling particle's light reacted shell, a few pixels wide, which segnet-s outlines only once it is
+~4 px thick; fine-tuned on segnet-s v7's recipe it did not outline the shell earlier and did worse
+on reaction fronts, so the shipped model has none (``models/experiments/README.md``, session 14).
 
 Every convolution is followed by batch norm and ReLU (folded into the conv for inference by
 :func:`fuse_for_inference`). Frames of any size are reflect-padded to a multiple of 2^depth.
@@ -76,12 +84,16 @@ class SegNet(nn.Module):
     blocks : int
         Depthwise-separable blocks per encoder level.
     in_channels : int
-        Input channels (1: the normalised frame).
+        Input channels (1: the normalised frame; 2: the frame and its reference).
+    refine : int
+        Channels of the full-resolution refinement (0: none, the trunk's output as it is).
     """
 
-    def __init__(self, width: int = 16, depth: int = 4, blocks: int = 1, in_channels: int = 1):
+    def __init__(self, width: int = 16, depth: int = 4, blocks: int = 1, in_channels: int = 1, refine: int = 0):
         super().__init__()
         self.config = dict(width=width, depth=depth, blocks=blocks, in_channels=in_channels)
+        if refine:  # older model files have no such key: their config stays as it was
+            self.config["refine"] = int(refine)
         chans = [min(width * 2 ** k, 8 * width) for k in range(depth + 1)]
         # full resolution is folded into channels (2×2 pixel unshuffle) and restored by a
         # pixel-shuffle head: nothing runs at full resolution, which is 4× cheaper
@@ -90,6 +102,13 @@ class SegNet(nn.Module):
         self.ups = nn.ModuleList(Up(chans[k + 1], chans[k], chans[k]) for k in reversed(range(depth)))
         self.head = nn.Sequential(nn.Conv2d(width, 4 * N_OUT, 1), nn.PixelShuffle(2))
         self.multiple = 2 ** (depth + 1)
+        self.fine = self.refine = None
+        if refine:
+            self.fine = _cbr(in_channels, refine, 3)
+            last = nn.Conv2d(refine, N_OUT, 1)
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+            self.refine = nn.Sequential(_cbr(refine + N_OUT, refine, 3), _cbr(refine, refine, 3), last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(n, 1, Y, X) normalised frames → (n, 4, Y, X) logits (any Y, X)."""
@@ -106,12 +125,14 @@ class SegNet(nn.Module):
         for up in self.ups:
             h = up(h, skips.pop())
         out = self.head(h)
+        if self.refine is not None:
+            out = out + self.refine(torch.cat([out, self.fine(x)], 1))
         return out[..., :y, :xw]
 
 
 def build(config: dict) -> SegNet:
     """A :class:`SegNet` from its ``config`` dict (as stored in model files)."""
-    keys = {"width", "depth", "blocks", "in_channels"}
+    keys = {"width", "depth", "blocks", "in_channels", "refine"}
     return SegNet(**{k: int(v) for k, v in config.items() if k in keys})
 
 

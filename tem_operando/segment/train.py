@@ -49,6 +49,10 @@ class TrainConfig:
     #: (:mod:`.reference`). Fine-tuning a 1-channel model with 2 adds the reference's input
     #: weights at zero (the new model starts out as the old one); 0: the starting model's.
     in_channels: int = 0
+    #: channels of the full-resolution refinement (``network.SegNet(refine=)``); 0: none, or the
+    #: starting model's. Fine-tuning a model without one adds it zero-initialised (the new model
+    #: starts out as the old one).
+    refine: int = 0
     threads: int = 2
     boundary_px: int = 2
     name: str = ""
@@ -319,9 +323,12 @@ def _model_logits(model, xn: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return np.concatenate(out)
 
 
-def with_input_channels(model, in_channels: int):
+def with_input_channels(model, in_channels: int, refine: int | None = None):
     """A copy of a :class:`~.network.SegNet` taking ``in_channels`` inputs; the weights of the
-    added inputs start at zero, so the copy's outputs are the original's whatever they hold."""
+    added inputs start at zero, so the copy's outputs are the original's whatever they hold.
+
+    ``refine``: give the copy a full-resolution refinement of that many channels if the model has
+    none (zero-initialised output: the outputs stay the original's); None keeps the model's."""
     import torch
 
     from .network import SegNet
@@ -330,7 +337,11 @@ def with_input_channels(model, in_channels: int):
     have = int(cfg.get("in_channels", 1))
     if in_channels < have:
         raise ValueError(f"cannot drop input channels ({have} → {in_channels})")
-    new = SegNet(int(cfg["width"]), int(cfg["depth"]), int(cfg["blocks"]), in_channels=in_channels)
+    have_refine = int(cfg.get("refine", 0))
+    if refine is not None and have_refine and refine != have_refine:
+        raise ValueError(f"the model already has a refinement of {have_refine} channels (asked for {refine})")
+    new = SegNet(int(cfg["width"]), int(cfg["depth"]), int(cfg["blocks"]), in_channels=in_channels,
+                 refine=have_refine or int(refine or 0))
     state = new.state_dict()
     for k, v in model.state_dict().items():
         if state[k].shape == v.shape:
@@ -431,12 +442,14 @@ def train(data: FrameSet, out: str | os.PathLike, cfg: TrainConfig, *, restart: 
             parent_bias = np.asarray(obj["class_bias"], float)
         cfg.width, cfg.depth, cfg.blocks = (int(obj["config"][k]) for k in ("width", "depth", "blocks"))
         have = int(obj["config"].get("in_channels", 1))
+        have_refine = int(obj["config"].get("refine", 0))
         cfg.in_channels = cfg.in_channels or have
-        if cfg.in_channels != have:
-            model = with_input_channels(model, cfg.in_channels)
+        cfg.refine = cfg.refine or have_refine
+        if cfg.in_channels != have or cfg.refine != have_refine:
+            model = with_input_channels(model, cfg.in_channels, cfg.refine)
     else:
         cfg.in_channels = cfg.in_channels or 1
-        model = SegNet(cfg.width, cfg.depth, cfg.blocks, in_channels=cfg.in_channels)
+        model = SegNet(cfg.width, cfg.depth, cfg.blocks, in_channels=cfg.in_channels, refine=cfg.refine)
     freeze = bool(cfg.init) if cfg.freeze_norm is None else bool(cfg.freeze_norm)
     _train_mode(model, freeze)
     decay = (0.98 if cfg.init else 0.0) if cfg.ema_decay is None else float(cfg.ema_decay)
@@ -649,7 +662,8 @@ def write_card(out: Path, sha: str, cfg: TrainConfig, data: FrameSet, history: l
     from .network import SegNet, n_parameters
 
     last = history[-1] if history else {}
-    n_par = n_parameters(SegNet(cfg.width, cfg.depth, cfg.blocks, in_channels=cfg.in_channels or 1))
+    n_par = n_parameters(SegNet(cfg.width, cfg.depth, cfg.blocks, in_channels=cfg.in_channels or 1,
+                                refine=cfg.refine))
     inputs = ("the frame normalised per frame (median, 1–99 % range of the 4×4-binned frame)" if (cfg.in_channels or 1) == 1
               else "two channels, each normalised per frame (median, 1–99 % range of the 4×4-binned frame): the "
                    "frame, and the first image frame of its recording registered onto it "
@@ -664,10 +678,10 @@ def write_card(out: Path, sha: str, cfg: TrainConfig, data: FrameSet, history: l
 - classes: 0 background, 1 pristine, 2 reacted; plus a seam (touching-objects boundary) output
 
 ## Architecture
-Compact U-Net `SegNet(width={cfg.width}, depth={cfg.depth}, blocks={cfg.blocks}, in_channels={cfg.in_channels or 1})`,
+Compact U-Net `SegNet(width={cfg.width}, depth={cfg.depth}, blocks={cfg.blocks}, in_channels={cfg.in_channels or 1}{f", refine={cfg.refine}" if cfg.refine else ""})`,
 {n_par:,} parameters: 2×2 pixel-unshuffle stem, stride-2 3×3 convolutions and depthwise-separable
 residual blocks per level, bilinear up-sampling with skip connections, pixel-shuffle head to 4
-channels at full resolution. Input: {inputs}.
+channels at full resolution{f", refined at full resolution by three convolutions of {cfg.refine} channels" if cfg.refine else ""}. Input: {inputs}.
 
 ## Training data
 {len(data)} frames of {data.frames.shape[1]}×{data.frames.shape[2]} px;
