@@ -1,7 +1,8 @@
 """Tracking benchmark: objects/s for measuring from labels and for linking, against trackpy.
 
 Same frames, same run: ``measure_objects`` on the instance/class masks vs ``trackpy.locate`` on
-the images; ``link_objects`` vs ``trackpy.link`` on the same detections (our centroids).
+the images; ``link_objects`` vs ``trackpy.link`` on the same detections (our centroids), and its wire metric vs
+its Euclidean distance.
 Targets (DESIGN.md): measuring ≥ 5× locate; linking ≥ 1× trackpy.link. Also, as shares of the
 measuring / linking time in the same run (no target; they should stay small): ``split_necks``
 on every frame's connected object mask (touching objects as one outline, the network's usual
@@ -48,6 +49,7 @@ def main(argv=None) -> None:
     t_loc, feats = best_of(lambda: trackpy.batch(img, diam, processes=1), repeat=1)
     link_objects(ob)  # warm-up (imports)
     t_link, _ = best_of(lambda: link_objects(ob))
+    t_link_e, _ = best_of(lambda: link_objects(ob, wire_along_weight=1.0))  # Euclidean, wires as particles
     f = pd.DataFrame({"x": ob["x_nm"], "y": ob["y_nm"], "frame": ob["frame"]})
     sr = float(max(0.35 * np.percentile(ob["width_nm"], 25), 3.0))
     t_tpl, _ = best_of(lambda: trackpy.link(f, sr, memory=5))
@@ -85,6 +87,8 @@ def main(argv=None) -> None:
     print(f"link_objects      {n_obj / t_link:12.0f} objects/s")
     print(f"trackpy.link      {n_obj / t_tpl:12.0f} objects/s")
     print(f"  ratio link_objects/trackpy.link: {t_tpl / t_link:.2f}x  (target ≥ 1x)")
+    print(f"  its wire metric (displacement along a wire's axis weighted by WIRE_ALONG_WEIGHT) costs "
+          f"{t_link / t_link_e:.2f}x the Euclidean link_objects")
     print(f"crowded field, {len(crowd)} objects: link_objects {len(crowd) / t_cl:.0f} objects/s, "
           f"trackpy.link {len(crowd) / t_ct:.0f} objects/s, ratio {t_ct / t_cl:.2f}x  (target ≥ 1x)")
     print(f"estimate_drift    {a.frames / t_drift:12.1f} frames/s")

@@ -8,7 +8,7 @@ centroids stay nearest to the true ones over at least half of the true object's 
 0.3 × its width):
 
     python models/experiments/kinetics_sweep.py [MODEL|default|baseline] [N_SEEDS] [--out CSV] [--keep DIR]
-        [--reference-frames K]
+        [--reference-frames K] [--first-seed S] [--scenes particles,mixed]
 
 Prints, for particles: share followed by one track, share of swelling rates within 5 % and
 20 % of the truth, median rate error, share of width expansions within 3 percentage points,
@@ -86,14 +86,16 @@ def main() -> None:
     ap.add_argument("--out", help="CSV of every true object and its measured track")
     ap.add_argument("--keep", help="keep the sessions and results folders here (default: a temporary folder)")
     ap.add_argument("--reference-frames", type=int, default=8, help="analyze's --reference-frames (8)")
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed … first-seed + n_seeds − 1 (0)")
+    ap.add_argument("--scenes", default="particles,mixed", help="scenes per seed (particles,mixed)")
     a = ap.parse_args()
     model = None if a.model == "default" else a.model
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(a.keep or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        for seed in range(a.n_seeds):
-            for scene in ("particles", "mixed"):
+        for seed in range(a.first_seed, a.first_seed + a.n_seeds):
+            for scene in a.scenes.split(","):
                 rows += session_rows(seed, scene, model, work, a.reference_frames)
     df = pd.DataFrame(rows)
     if a.out:
