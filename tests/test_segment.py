@@ -147,17 +147,23 @@ def test_tiny_training_lowers_the_loss(small_data, tmp_path):
     assert losses[-1] < 0.8 * losses[0]
 
 
-def test_refined_model_trains_loads_and_segments(small_data, tmp_path):
+def test_refined_model_trains_loads_and_segments(small_data, tmp_path, capsys):
     out = tmp_path / "refined.pt"
     train(small_data, out, TrainConfig(seed=3, refine=4, **TINY), progress=False, log=lambda *a: None)
     assert load_model_file(out)["config"]["refine"] == 4
     assert "refine=4" in out.with_name("refined.MODEL_CARD.md").read_text()
     res = _seg(out).predict(small_data.frames[:2, :47, :59])
     assert res.classes.shape == (2, 47, 59)
-    # fine-tuning keeps the refinement; a different one is refused
+    # fine-tuning keeps the refinement; a different one is refused, also by `tem-operando train`
     with pytest.raises(ValueError, match="already has a refinement"):
         train(small_data, tmp_path / "f.pt", TrainConfig(seed=3, refine=8, init=str(out), **TINY),
               progress=False, log=lambda *a: None)
+    from tem_operando.cli import main
+
+    for bad, why in ((["--refine", "-1"], "refine must be"), (["--refine", "8", "--from", str(out)], "already has")):
+        capsys.readouterr()
+        assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "g.pt"), *bad]) == 2
+        assert why in capsys.readouterr().err and not (tmp_path / "g.pt").exists()
 
 
 def test_training_is_deterministic_and_resumes(small_data, tmp_path):

@@ -9,7 +9,8 @@ import pytest
 from tem_operando import schema
 from tem_operando.synth import image_series
 from tem_operando.synth.images import ParticleSpec
-from tem_operando.track import estimate_drift, frames_table, link_objects, measure_objects, objects_table
+from tem_operando.track import (default_search_range_nm, estimate_drift, frames_table, link_objects,
+                                measure_objects, objects_table)
 
 
 def degrade(instances: np.ndarray, rng, *, miss_frames=(), p_edge=0.5) -> np.ndarray:
@@ -225,28 +226,61 @@ def test_fast_linker_equals_trackpy():
 
 def test_a_wire_whose_centroid_slides_along_its_axis_keeps_one_track():
     """A wire outlined short at its far end in every other frame (its centroid slides 15 nm along its
-    axis; the search range is ~7 nm) and missed in one stays one track; a particle just beyond that
-    end, on the wire's axis, is never taken into it, and a particle beside the wire keeps its own."""
-    th = np.radians(30.0)
-    u = np.array([np.cos(th), np.sin(th)])
+    axis, which turns 1° per frame; the search range is 4.2 nm) and missed in one stays one track;
+    a particle that turns up on its axis in the frame it is missed, well inside its reach along the
+    axis, is not taken into it (particles are reached by the Euclidean distance), and a particle
+    beside the wire keeps its own track."""
     c0 = np.array([200.0, 200.0])
     rows = []
     for t in range(30):
+        ang = 30.0 + t
+        u = np.array([np.cos(np.radians(ang)), np.sin(np.radians(ang))])
         short = t % 2 == 1
         length = 70.0 if short else 100.0
         c = c0 + (-15.0 if short else 0.0) * u  # the far (+u) end outlined short
-        if t != 10:  # missed once: its track waits (memory) and takes nothing else meanwhile
+        if t != 10:
             rows.append(dict(frame=t, x_nm=c[0], y_nm=c[1], area_nm2=12.0 * length, width_nm=12.0,
-                             length_nm=length, kind="wire", angle_deg=30.0))
-        far = c0 + 75.0 * u  # a particle on the axis, 25 nm beyond the wire's far end
-        rows.append(dict(frame=t, x_nm=far[0], y_nm=far[1], area_nm2=314.0, width_nm=20.0, length_nm=20.0,
-                         kind="particle", angle_deg=0.0))
+                             length_nm=length, kind="wire", angle_deg=ang))
+        else:  # missed; a particle turns up on its axis, 20 nm from its centroid
+            p = c0 + 20.0 * u
+            rows.append(dict(frame=t, x_nm=p[0], y_nm=p[1], area_nm2=314.0, width_nm=20.0, length_nm=20.0,
+                             kind="particle", angle_deg=ang))
         side = c0 + np.array([-u[1], u[0]]) * 40.0
         rows.append(dict(frame=t, x_nm=side[0], y_nm=side[1], area_nm2=314.0, width_nm=20.0, length_nm=20.0,
                          kind="particle", angle_deg=0.0))
     ob = pd.DataFrame(rows)
-    linked = link_objects(ob)
-    assert linked.groupby("kind")["track_id"].nunique().to_dict() == {"particle": 2, "wire": 1}
+    assert default_search_range_nm(ob) == pytest.approx(4.2)
+    linked = link_objects(ob, size_weight=0.0)  # no size coordinate: the distance alone must keep them apart
+    assert linked.query("kind == 'wire'")["track_id"].nunique() == 1
     assert linked.groupby("track_id")["kind"].nunique().max() == 1  # no track mixes a wire and a particle
+    assert linked.query("kind == 'particle'")["track_id"].nunique() == 2  # beside it, and the one on its axis
     # with the Euclidean distance the long and the short outlines make two alternating tracks
-    assert link_objects(ob, wire_along_weight=1.0).query("kind == 'wire'")["track_id"].nunique() == 2
+    euclid = link_objects(ob, size_weight=0.0, wire_along_weight=1.0)
+    assert euclid.query("kind == 'wire'")["track_id"].nunique() == 2
+
+
+def test_a_wire_track_does_not_take_over_a_collinear_wire():
+    """Collinear wires (pieces after a fracture, wires end to end): a track reaches along its axis only
+    as far as its own wire extends; a new piece beyond it, or one appearing after the wire vanished,
+    gets its own track."""
+    th = np.radians(30.0)
+    u = np.array([np.cos(th), np.sin(th)])
+    c0 = np.array([300.0, 300.0])
+
+    def wire(t, c, length, who):
+        return dict(frame=t, x_nm=c[0], y_nm=c[1], area_nm2=10.0 * length, width_nm=10.0, length_nm=length,
+                    kind="wire", angle_deg=30.0, who=who)
+
+    rows = []
+    for t in range(12):
+        if not 5 <= t <= 7:  # A missed while a collinear piece B turns up 40 nm along its axis
+            rows.append(wire(t, c0, 30.0, "A"))
+        if t >= 6:
+            rows.append(wire(t, c0 + 40.0 * u, 30.0, "B"))
+        if t < 4:  # C vanishes; D appears 35 nm along its axis two frames later
+            rows.append(wire(t, c0 + np.array([0.0, 200.0]), 60.0, "C"))
+        if t >= 6:
+            rows.append(wire(t, c0 + np.array([0.0, 200.0]) + 35.0 * u, 60.0, "D"))
+    linked = link_objects(pd.DataFrame(rows), search_range_nm=7.0)
+    ids = linked.groupby("who")["track_id"].agg(lambda v: set(v))
+    assert all(len(v) == 1 for v in ids) and len(set.union(*ids)) == 4, ids.to_dict()

@@ -8,6 +8,7 @@ Results and how to read them: ``models/experiments/README.md``.
 
     python models/experiments/reference_channel_train.py OUT.pt STEPS [--init MODEL] [--lr LR]
         [--data v3|v4|v5|v6|v7|v8|v9|v10] [--rim-weight W] [--change-weight W] [--refine C]
+        [--refine-lr-factor F]
     python models/experiments/reference_channel_eval.py OUT.pt
 
 ``--init`` is a model file (default: the shipped model); a one-channel model is widened with zero

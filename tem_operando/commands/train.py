@@ -40,9 +40,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "weight); 1: the frame alone, from scratch only (default: the starting model's, 1 from scratch; "
                         "channels can be added to a model, not dropped)")
     g.add_argument("--refine", type=int, default=0, metavar="C",
-                   help="add a full-resolution refinement of C channels (the trunk works at half resolution; "
-                        "~2.5× the network's cost at 256×256). Fine-tuning a model without one adds "
-                        "it at zero weight (default: the starting model's, none from scratch)")
+                   help="experimental: add a full-resolution refinement of C channels (the trunk works at half "
+                        "resolution; ~2.5× the network's cost at 256×256; it did not improve segnet-s, see "
+                        "models/experiments/README.md). Fine-tuning a model without one adds it at zero weight "
+                        "(default: the starting model's, none from scratch)")
     g.add_argument("--threads", type=int, default=2, metavar="N", help="CPU threads (default 2)")
     g.add_argument("--val-fraction", type=float, default=0.05, help="share of sessions held out for validation")
     g.add_argument("--max-frames-per-recording", type=int, default=None, metavar="N",

@@ -29,7 +29,7 @@ def front_positions(objects: pd.DataFrame, contact_nm: dict[int, tuple[float, fl
         ``fronts.csv`` columns (frame, time_s, track_id, front_position_nm, measured from the
         contact end along the axis; 0 before the reaction starts) plus ``contact_x_nm``,
         ``contact_y_nm`` (the contact end used, per track). A frame whose wire shows no reacted
-        part after an earlier frame did has no row (the front was missed there).
+        part after two consecutive earlier rows did has no row (the front was missed there).
     """
     cols = schema.columns("fronts") + ["contact_x_nm", "contact_y_nm"]
     if objects.empty or "kind" not in objects or not (objects["kind"] == "wire").any():
@@ -58,11 +58,12 @@ def front_positions(objects: pd.DataFrame, contact_nm: dict[int, tuple[float, fl
                 contact = np.median(ends, axis=0)
             else:
                 contact = np.array([np.nan, np.nan])
-        # no reacted part found in a frame after one was: the front was missed there (a low-dose
-        # frame, a wire outlined in pieces), not back at the contact end: no row, rather than a 0
-        # that would pull the fits and the rate-law choice
-        seen = np.cumsum(has) > 0
-        keep = has | ~seen
+        # no reacted part found in a frame once the front is established (found in two rows in a
+        # row): the front was missed there (a low-dose frame, a wire outlined in pieces), it is not
+        # back at the contact end — no row, rather than a 0 that would pull the fits and the
+        # rate-law choice. Before that a lone detection (a few noisy pixels) keeps the zeros.
+        established = np.cumsum(has & np.r_[False, has[:-1]]) > 0
+        keep = has | ~established
         parts.append(pd.DataFrame({
             "frame": g["frame"].to_numpy(np.int64)[keep], "time_s": g["time_s"].to_numpy(float)[keep],
             "track_id": np.int64(tid), "front_position_nm": np.maximum(front, 0.0)[keep],

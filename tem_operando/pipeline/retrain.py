@@ -53,7 +53,8 @@ class RetrainOptions:
     #: 2: give the network the recording's first image frame beside each frame (a 1-channel
     #: starting model gets the new input at zero weight); 1: the frame alone; 0: the starting model's
     in_channels: int = 0
-    #: channels of a full-resolution refinement to add (0: the starting model's; none from scratch)
+    #: channels of a full-resolution refinement to add (0: the starting model's; none from scratch).
+    #: Experimental: it did not improve segnet-s (``models/experiments/README.md``, session 14)
     refine: int = 0
     synthetic_sessions: int | None = None  #: None: DEFAULT_SYNTHETIC_SESSIONS with user frames, else 0
     synthetic_frames: int = 2  #: frames per synthetic session

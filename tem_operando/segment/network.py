@@ -12,8 +12,9 @@ Architecture (``width=16, depth=4``)::
     up      bilinear ×2, concatenate the skip, 1×1 conv, depthwise-separable block
     head    1×1 conv to 4·4 channels, 2×2 pixel shuffle → 4 channels at full resolution
     refine  (``refine=r > 0`` only) at full resolution: 3×3 conv c→r of the input, concatenated
-            with the head's 4 channels, two 3×3 convs r→r and a 1×1 conv to 4 channels added to
-            the head's output (zero-initialised: a refined model starts as its unrefined one)
+            with the head's 4 channels, a 3×3 conv (r+4)→r, a 3×3 conv r→r and a 1×1 conv to 4
+            channels added to the head's output (zero-initialised: a refined model starts as its
+            unrefined one)
 
 The refinement sees the pixels the half-resolution trunk folds together. It was tried for a
 swelling particle's light reacted shell, a few pixels wide, which segnet-s outlines only once it is

@@ -51,7 +51,9 @@ class TrainConfig:
     in_channels: int = 0
     #: channels of the full-resolution refinement (``network.SegNet(refine=)``); 0: none, or the
     #: starting model's. Fine-tuning a model without one adds it zero-initialised (the new model
-    #: starts out as the old one).
+    #: starts out as the old one; its batch norms stay at their initial statistics, like the
+    #: others, and it trains at ``lr`` — the session-14 experiment gave it 5× the lr). Experimental:
+    #: it did not improve segnet-s (``models/experiments/README.md``, session 14).
     refine: int = 0
     threads: int = 2
     boundary_px: int = 2
@@ -681,7 +683,7 @@ def write_card(out: Path, sha: str, cfg: TrainConfig, data: FrameSet, history: l
 Compact U-Net `SegNet(width={cfg.width}, depth={cfg.depth}, blocks={cfg.blocks}, in_channels={cfg.in_channels or 1}{f", refine={cfg.refine}" if cfg.refine else ""})`,
 {n_par:,} parameters: 2×2 pixel-unshuffle stem, stride-2 3×3 convolutions and depthwise-separable
 residual blocks per level, bilinear up-sampling with skip connections, pixel-shuffle head to 4
-channels at full resolution{f", refined at full resolution by three convolutions of {cfg.refine} channels" if cfg.refine else ""}. Input: {inputs}.
+channels at full resolution{f", refined at full resolution (a 3×3 convolution of the input to {cfg.refine} channels, then 3×3, 3×3 and 1×1 convolutions added to the output)" if cfg.refine else ""}. Input: {inputs}.
 
 ## Training data
 {len(data)} frames of {data.frames.shape[1]}×{data.frames.shape[2]} px;

@@ -32,6 +32,7 @@ _DENSE_MAX = 1 << 14  # tracks × objects below which a frame's distances are co
 #: on 72 synthetic wire scenes the share of wires followed by one track rose from 0.61 to 0.76,
 #: ``models/experiments/README.md``, session 14)
 WIRE_ALONG_WEIGHT = 0.15
+_AXES_AGREE = float(np.cos(np.radians(20.0)))  # |cos| between two wires' axes for the discount
 
 
 def default_search_range_nm(objects: pd.DataFrame, fraction: float = 0.35, floor_nm: float = 3.0) -> float:
@@ -50,47 +51,62 @@ def default_search_range_nm(objects: pd.DataFrame, fraction: float = 0.35, floor
     return float(max(fraction * np.percentile(w, 25), floor_nm))
 
 
+def _aniso_d2(D: np.ndarray, d2: np.ndarray, t_axis: np.ndarray, o_axis: np.ndarray, along: np.ndarray,
+              half: np.ndarray) -> np.ndarray:
+    """Squared distances with the along-axis part discounted (see :func:`_candidates`); every array
+    broadcast over the pairs: displacement ``D`` (…, ≥ 2), Euclidean ``d2``, the track's axis, the
+    object's axis, the track's weight and half length."""
+    t = np.abs(D[..., 0] * t_axis[..., 0] + D[..., 1] * t_axis[..., 1])  # along the track's axis
+    agree = np.abs(t_axis[..., 0] * o_axis[..., 0] + t_axis[..., 1] * o_axis[..., 1]) >= _AXES_AGREE
+    a = np.where(agree, along, 1.0)
+    inside = np.minimum(t, half)
+    t_eff = a * inside + (t - inside)  # beyond the wire's own half length the displacement counts fully
+    return d2 - t * t + t_eff * t_eff
+
+
 def _candidates(A: np.ndarray, P: np.ndarray, sr: float, axis: np.ndarray | None = None,
-                along: np.ndarray | None = None,
-                stretch: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                along: np.ndarray | None = None, half: np.ndarray | None = None,
+                p_axis: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs (track i, object j, squared distance) closer than ``sr``.
 
-    With ``axis`` (unit vectors (x, y) per track), ``along`` (weights per track) and ``stretch``
-    (bool per object), the part of a displacement along a track's axis counts ``along`` times
-    towards an object with ``stretch`` set (1: the Euclidean distance)."""
-    aniso = (axis is not None and along is not None and stretch is not None and bool(stretch.any())
-             and bool((along < 1).any()))
+    With ``axis`` (unit vectors (x, y) per track), ``along`` (weights per track), ``half`` (half
+    lengths per track) and ``p_axis`` (unit axes per object, zero for objects that are not
+    wires), the part of a displacement along a track's axis, up to the track's half length, counts
+    ``along`` times towards an object whose axis agrees with the track's within 20° (a wire's
+    centroid sliding inside its own outline); the rest counts fully (Euclidean)."""
+    aniso = (axis is not None and along is not None and half is not None and p_axis is not None
+             and bool((along < 1).any()) and bool(p_axis.any()))
     if A.shape[0] * P.shape[0] <= _DENSE_MAX:
         D = P[None, :, :] - A[:, None, :]
         d2 = (D * D).sum(-1)
         if aniso:
-            t = D[..., 0] * axis[:, 0, None] + D[..., 1] * axis[:, 1, None]  # along each track's axis
-            a = np.where(stretch[None, :], along[:, None], 1.0)
-            d2 = d2 - (1.0 - a * a) * t * t
+            d2 = _aniso_d2(D, d2, axis[:, None, :], p_axis[None, :, :], along[:, None], half[:, None])
         i, j = np.nonzero(d2 <= sr * sr)
         return i, j, d2[i, j]
     from scipy.spatial import cKDTree
 
-    reach = sr / max(float(along.min()), 1e-6) if aniso else sr
+    reach = sr
+    if aniso:  # the farthest along-axis displacement that can still count as ≤ sr, then across
+        w = along < 1
+        t_max = float(np.max(np.minimum(sr / np.maximum(along[w], 1e-6), half[w] + sr)))
+        reach = float(np.hypot(t_max, sr))
     rec = cKDTree(A).sparse_distance_matrix(cKDTree(P), reach, output_type="ndarray")
     i, j, d2 = rec["i"].astype(np.int64), rec["j"].astype(np.int64), rec["v"] ** 2
     if aniso:
-        d = P[j] - A[i]
-        t = d[:, 0] * axis[i, 0] + d[:, 1] * axis[i, 1]
-        a = np.where(stretch[j], along[i], 1.0)
-        d2 = d2 - (1.0 - a * a) * t * t
+        d2 = _aniso_d2(P[j] - A[i], d2, axis[i], p_axis[j], along[i], half[i])
         ok = d2 <= sr * sr
         i, j, d2 = i[ok], j[ok], d2[ok]
     return i, j, d2
 
 
 def _link_fast(frame: np.ndarray, pos: np.ndarray, sr: float, memory: int, axis: np.ndarray | None = None,
-               along: np.ndarray | None = None) -> np.ndarray:
+               along: np.ndarray | None = None, half: np.ndarray | None = None) -> np.ndarray:
     """Track ids (0, 1, … in order of first appearance) for rows sorted by frame.
 
-    ``axis`` (n, 2) unit long axes and ``along`` (n,) weights of the displacement along them, per row:
-    a track's distance to the next frame's objects with a weight < 1 (wires) uses its last object's
-    axis and weight; to other objects it is Euclidean."""
+    ``axis`` (n, 2) unit long axes, ``along`` (n,) weights of the displacement along them and
+    ``half`` (n,) half lengths, per row: a track's distance to the next frame's wires (weight < 1)
+    uses its last object's axis, weight and half length (:func:`_candidates`); to other objects it
+    is Euclidean."""
     from scipy.optimize import linear_sum_assignment
 
     n = frame.size
@@ -98,11 +114,13 @@ def _link_fast(frame: np.ndarray, pos: np.ndarray, sr: float, memory: int, axis:
     cuts = np.flatnonzero(np.diff(frame)) + 1
     starts = np.r_[0, cuts]
     stops = np.r_[cuts, n]
-    if axis is None or along is None:
-        axis, along = np.zeros((n, 2)), np.ones(n)
+    if axis is None or along is None or half is None:
+        axis, along, half = np.zeros((n, 2)), np.ones(n), np.zeros(n)
+    p_axis = np.where((along < 1)[:, None], axis, 0.0)  # objects that can be reached along an axis
     act_pos = np.empty((0, pos.shape[1]))
     act_axis = np.empty((0, 2))
     act_along = np.empty(0)
+    act_half = np.empty(0)
     act_id = np.empty(0, np.int64)
     act_last = np.empty(0, np.int64)
     next_id = 0
@@ -115,10 +133,10 @@ def _link_fast(frame: np.ndarray, pos: np.ndarray, sr: float, memory: int, axis:
             keep = t - act_last <= memory + 1
             if not keep.all():
                 act_pos, act_id, act_last = act_pos[keep], act_id[keep], act_last[keep]
-                act_axis, act_along = act_axis[keep], act_along[keep]
+                act_axis, act_along, act_half = act_axis[keep], act_along[keep], act_half[keep]
         obj_track = np.full(m, -1, np.int64)  # index into the active tracks
         if act_id.size:
-            i, j, d2 = _candidates(act_pos, P, sr, act_axis, act_along, along[a:b] < 1)
+            i, j, d2 = _candidates(act_pos, P, sr, act_axis, act_along, act_half, p_axis[a:b])
             if i.size:
                 ni = np.bincount(i, minlength=act_id.size)
                 nj = np.bincount(j, minlength=m)
@@ -145,11 +163,13 @@ def _link_fast(frame: np.ndarray, pos: np.ndarray, sr: float, memory: int, axis:
             act_pos[obj_track[linked]] = P[linked]
             act_axis[obj_track[linked]] = axis[a:b][linked]
             act_along[obj_track[linked]] = along[a:b][linked]
+            act_half[obj_track[linked]] = half[a:b][linked]
             act_last[obj_track[linked]] = t
         if n_new:
             act_pos = np.concatenate([act_pos, P[~linked]])
             act_axis = np.concatenate([act_axis, axis[a:b][~linked]])
             act_along = np.concatenate([act_along, along[a:b][~linked]])
+            act_half = np.concatenate([act_half, half[a:b][~linked]])
             act_id = np.concatenate([act_id, out[~linked]])
             act_last = np.concatenate([act_last, np.full(n_new, t, np.int64)])
     return ids
@@ -202,10 +222,14 @@ def link_objects(
         The exact per-frame assignment (default) or trackpy's own linker.
     wire_along_weight : float, optional
         Weight of a wire's displacement along its own long axis (``kind == "wire"``, axis from
-        ``angle_deg``) in the linking distance, 0–1: a wire's centroid slides along its axis when
-        an end is outlined short, a piece breaks off or the reacted part swells, while across the
-        axis it stays put. None: :data:`WIRE_ALONG_WEIGHT` for the fast linker; trackpy's linker
-        takes the Euclidean distance only (1).
+        ``angle_deg``, length ``length_nm``) in the linking distance, 0–1: a wire's centroid
+        slides along its axis when an end is outlined short, a piece breaks off or the reacted
+        part swells, while across the axis it stays put. Applied between a wire's track and a
+        wire whose axis agrees with the track's within 20°, to the part of the displacement within
+        half the track's last length (a centroid that stays inside the wire's own outline);
+        beyond that, and for every other pair, the distance is Euclidean (a collinear neighbour or
+        a new piece further along the axis is not taken over). None: :data:`WIRE_ALONG_WEIGHT` for
+        the fast linker; trackpy's linker takes the Euclidean distance only (1).
 
     Returns
     -------
@@ -235,15 +259,17 @@ def link_objects(
     order = np.argsort(frame, kind="stable")
     fs = frame[order]
     if method == "fast":
-        axis = along = None
-        if wire_along_weight < 1.0 and {"kind", "angle_deg"} <= set(objects.columns):
+        axis = along = half = None
+        if wire_along_weight < 1.0 and {"kind", "angle_deg", "length_nm"} <= set(objects.columns):
             theta = np.radians(objects["angle_deg"].to_numpy(float))
-            wire = (objects["kind"].to_numpy() == "wire") & np.isfinite(theta)
+            length = objects["length_nm"].to_numpy(float)
+            wire = (objects["kind"].to_numpy() == "wire") & np.isfinite(theta) & np.isfinite(length)
             axis = np.column_stack([np.cos(theta), np.sin(theta)])
             axis[~wire] = 0.0
             along = np.where(wire, wire_along_weight, 1.0)
-            axis, along = axis[order], along[order]
-        tid_sorted = _link_fast(fs, pos[order], sr, int(memory), axis, along) + 1
+            half = np.where(wire, 0.5 * length, 0.0)
+            axis, along, half = axis[order], along[order], half[order]
+        tid_sorted = _link_fast(fs, pos[order], sr, int(memory), axis, along, half) + 1
     else:
         tid_sorted = _link_trackpy(fs, pos[order], sr, int(memory), adaptive_stop) + 1
     # rows sorted by (frame, track id)
