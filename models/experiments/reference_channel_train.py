@@ -30,10 +30,10 @@ from scipy import ndimage as ndi
 
 from tem_operando.segment import default_model_path
 from tem_operando.segment import train as T
+from tem_operando.segment.train import with_input_channels
 from tem_operando.segment.datasets import (synthetic_frames, training_reference_age_s, training_reference_jitter_px,
                                           true_shifts_px)
 from tem_operando.segment.modelfile import build_from_file, load_model_file
-from tem_operando.segment.network import SegNet
 from tem_operando.segment.normalise import normalise
 from tem_operando.segment.reference import network_input
 
@@ -123,22 +123,11 @@ def two_channel_from(path=None, refine: int = 0):
     """SegNet(in_channels=2) with a model file's weights; a 1-channel model's reference stem weights are zero.
 
     ``refine``: add a full-resolution refinement of that many channels (zero-initialised, so the
-    model starts as the file's) if the file has none."""
+    model starts as the file's) if the file has none (``segment.train.with_input_channels``)."""
     obj = load_model_file(str(path or default_model_path()))
     base = build_from_file(obj, "segnet-s")
-    cfg = obj["config"]
-    model = SegNet(int(cfg["width"]), int(cfg["depth"]), int(cfg["blocks"]), in_channels=2,
-                   refine=int(cfg.get("refine", 0)) or refine)
-    state = model.state_dict()
-    for k, v in base.state_dict().items():
-        if state[k].shape == v.shape:
-            state[k] = v
-        else:  # the stem conv sees 4·in_channels unshuffled channels, frame's first
-            w = torch.zeros_like(state[k])
-            w[:, : v.shape[1]] = v
-            state[k] = w
-    model.load_state_dict(state)
-    return model, obj.get("class_bias")
+    has_refine = int(obj["config"].get("refine", 0))
+    return with_input_channels(base, 2, None if has_refine else (refine or None)), obj.get("class_bias")
 
 
 def main(out: str, steps: int, init=None, lr: float = LR, data: str = "v3", rim_weight: float = 0.0,
