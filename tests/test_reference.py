@@ -124,6 +124,9 @@ def test_refined_model_starts_out_identical_and_round_trips(data, tmp_path):
         assert float((two(x) - ref(x)).abs().max()) == 0.0
     with pytest.raises(ValueError, match="already has a refinement"):
         with_input_channels(ref, 2, refine=8)
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="refine must be"):
+            SegNet(4, 2, 1, in_channels=2, refine=bad)
     # a few steps on the reacted class move the refined output away from the trunk's
     ref.train()
     opt = torch.optim.Adam([p for n, p in ref.named_parameters() if n.startswith(("fine.", "refine."))], lr=1e-2)

@@ -92,6 +92,8 @@ class SegNet(nn.Module):
 
     def __init__(self, width: int = 16, depth: int = 4, blocks: int = 1, in_channels: int = 1, refine: int = 0):
         super().__init__()
+        if isinstance(refine, bool) or int(refine) != refine or refine < 0:
+            raise ValueError(f"refine must be a whole number of channels ≥ 0, got {refine!r}")
         self.config = dict(width=width, depth=depth, blocks=blocks, in_channels=in_channels)
         if refine:  # older model files have no such key: their config stays as it was
             self.config["refine"] = int(refine)
