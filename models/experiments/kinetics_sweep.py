@@ -13,7 +13,7 @@ centroids stay nearest to the true ones over at least half of the true object's 
 Prints, for particles: share followed by one track, share of swelling rates within 5 % and
 20 % of the truth, median rate error, share of width expansions within 3 percentage points,
 share of true rates inside the reported 95 % CI; for wires: share followed, rate law chosen,
-front velocities within 5 %. Results and how to read them: ``models/experiments/README.md``.
+front velocities within 5 % and inside their 95 % CI. Results and how to read them: ``models/experiments/README.md``.
 """
 
 import argparse
@@ -76,7 +76,8 @@ def summary(df: pd.DataFrame) -> str:
             f"{((p.exp - p.exp_t).abs() < 3).mean():.2f}; truth inside the 95 % CI "
             f"{((p.rate - p.rate_t).abs() <= p.rate_ci).mean():.2f}\n"
             f"wires n={len(w)}: followed {w.found.mean():.2f}; rate law chosen {(w.law == w.law_t).mean():.2f}; "
-            f"front velocity within 5 % {(verr < 0.05).mean():.2f} (n={len(lin)}, median error {verr.median():.3f})")
+            f"front velocity within 5 % {(verr < 0.05).mean():.2f} (n={len(lin)}, median error {verr.median():.3f}), "
+            f"truth inside its 95 % CI {((lin.v - lin.v_t).abs() <= lin.v_ci).mean():.2f}")
 
 
 def main() -> None:

@@ -228,7 +228,7 @@ def _bic(rss: float, n: int, p: int) -> float:
     return n * np.log(max(rss / n, 1e-12)) + p * np.log(n)
 
 
-def rate_law_fit(t: np.ndarray, x: np.ndarray, *, resolution: float = 1.0) -> RateLawFit:
+def rate_law_fit(t: np.ndarray, x: np.ndarray, *, resolution: float = 1.0, systematic: float = 0.0) -> RateLawFit:
     """Choose between a linear, a √t and a stepwise front x(t) by BIC and fit the chosen law.
 
     Parameters
@@ -240,7 +240,13 @@ def rate_law_fit(t: np.ndarray, x: np.ndarray, *, resolution: float = 1.0) -> Ra
     resolution : float
         Measurement resolution of x, nm (the pixel size): a floor for the residual scatter, and
         the threshold above which the front is taken to have left the contact end.
+    systematic : float
+        Systematic error of x at either end of the moving span, nm (1σ, independent at the two
+        ends; an error correlated from frame to frame that the residuals do not show): added in
+        quadrature to the velocity's CI as 1.96·√2·σ/T over a span of T s.
     """
+    if not (np.isfinite(systematic) and systematic >= 0):
+        raise ValueError(f"systematic must be a finite number ≥ 0 (nm), got {systematic!r}")
     t = np.asarray(t, float)
     x = np.asarray(x, float)
     nan = float("nan")
@@ -278,7 +284,8 @@ def rate_law_fit(t: np.ndarray, x: np.ndarray, *, resolution: float = 1.0) -> Ra
         t0 = t0l
         sel = tt > t0
         f = fit_line(tt[sel], xx[sel], floor_sigma=resolution / np.sqrt(12))
-        vel, ci = f.slope, f.ci95
+        span = float(np.ptp(tt[sel])) if sel.any() else 0.0
+        vel, ci = f.slope, (float(np.hypot(f.ci95, 1.96 * np.sqrt(2) * systematic / span)) if span > 0 else f.ci95)
         model_x = v * np.maximum(tt - t0, 0)
         return RateLawFit(law, t0, vel, ci, n_exp, nan, nan, 1, bic, tt, model_x)
     if law == "sqrt":
@@ -303,6 +310,6 @@ def rate_law_fit(t: np.ndarray, x: np.ndarray, *, resolution: float = 1.0) -> Ra
     T = max(t_end - t_on, 1e-9)
     vel = x_end / T
     dt = float(np.median(np.diff(tt)))
-    se = np.sqrt((sig**2 / max(b2 - a2, 1)) + (vel * dt / np.sqrt(12)) ** 2 * 2) / T
+    se = np.sqrt((sig**2 / max(b2 - a2, 1)) + (vel * dt / np.sqrt(12)) ** 2 * 2 + 2 * systematic**2) / T
     ci = float(stats.t.ppf(0.975, max(n - 3 * len(segs), 2)) * se * 2)
     return RateLawFit("steps", float(t_on), float(vel), ci, nan, nan, nan, runs, bic, tt, pred)
