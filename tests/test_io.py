@@ -228,3 +228,46 @@ def test_a_folder_chunk_reads_only_its_own_files(tmp_path, monkeypatch):
         next(rec.iter_chunks(10, 100, 110))
         with pytest.raises(RecordingError, match="frame_200.npy"):
             next(rec.iter_chunks(10, 195, 205))
+
+
+def test_folder_listing_is_remembered_until_the_files_change(tmp_path, monkeypatch):
+    """A folder is listed again for every chunk and every poll of ``--follow``: the listing equals the
+    rglob-based one (nested folders, hidden files, other files, a linked folder not followed) and
+    follows every change of the folder's files."""
+    import os
+
+    from tem_operando.io import readers
+
+    folder = tmp_path / "cap"
+    for k in range(25):
+        sub = folder / "Hour_00" / "Minute_00" / f"Second_{k // 10:02d}"
+        sub.mkdir(parents=True, exist_ok=True)
+        np.save(sub / f"frame_{k}.npy", np.zeros((4, 4), np.uint16))
+    (folder / "notes.txt").write_text("x")
+    (folder / ".hidden.npy").write_bytes(b"")
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    np.save(other / "frame_99.npy", np.zeros((4, 4), np.uint16))
+    os.symlink(other, folder / "linked")
+
+    key = readers._natural_key
+
+    def by_rglob():
+        return sorted((p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in readers.FRAME_FILE_EXTENSIONS
+                       and not p.name.startswith(".")), key=key)
+
+    first = readers.list_frame_files(folder)
+    assert first == by_rglob() and len(first) == 25 and first[2].name == "frame_2.npy"
+    first.append(folder / "mutating a returned list does not touch the remembered one")
+    calls = []
+    real_key = readers._natural_key
+    monkeypatch.setattr(readers, "_natural_key", lambda p: (calls.append(p), real_key(p))[1])
+    assert readers.list_frame_files(folder) == first[:-1]
+    assert len(calls) == 0  # nothing changed: the remembered order, no sorting
+    new = folder / "Hour_00" / "Minute_00" / "Second_02" / "frame_25.npy"  # a frame arrives
+    np.save(new, np.zeros((4, 4), np.uint16))
+    assert readers.list_frame_files(folder)[-1] == new
+    new.rename(folder / "frame_1000.npy")  # renamed: the same number of files, another name
+    assert readers.list_frame_files(folder) == by_rglob() and (folder / "frame_1000.npy") in by_rglob()
+    (folder / "frame_1000.npy").unlink()
+    assert readers.list_frame_files(folder) == by_rglob() and len(by_rglob()) == 25

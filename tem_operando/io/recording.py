@@ -477,12 +477,16 @@ def _beam_energy_kv(metadata: dict) -> float | None:
 
 def _folder_modes(files: list[str], modes: np.ndarray, nm: float, inv: float, sources: dict) -> tuple[float, float]:
     """Per-file units decide each frame's mode and supply the calibration of each mode."""
+    kinds: dict[str, str] = {}  # units → kind, worked out once per distinct units of the folder
     for k, f in enumerate(files):
         try:
-            scale, units, own = frame_file_calibration(Path(f))
+            scale, units, own = frame_file_calibration(f)
         except Exception as exc:
             raise RecordingError(f, f"frame file cannot be read ({type(exc).__name__}: {exc})") from None
-        kind = cal.axis_kind(units)
+        u = units if isinstance(units, str) else repr(units)
+        kind = kinds.get(u)
+        if kind is None:
+            kind = kinds[u] = cal.axis_kind(units)
         m = own.get("mode") if own.get("mode") in MODES else None
         if m is None and kind == "length":
             m = "image"

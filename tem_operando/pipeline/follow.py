@@ -33,9 +33,16 @@ def _frames_available(path: Path, open_kwargs: dict) -> int:
 
 
 def _newest_mtime(path: Path) -> float:
+    """When the newest frame arrived: the last frame file's modification time (the file itself for a
+    recording in one file), s since the epoch; 0 when there is none."""
     if path.is_dir():
-        times = [f.stat().st_mtime for f in path.rglob("*") if f.is_file()]
-        return max(times) if times else 0.0
+        from ..io.readers import list_frame_files
+
+        files = list_frame_files(path)  # in acquisition order; the same listing the poll just made
+        try:
+            return files[-1].stat().st_mtime if files else 0.0
+        except OSError:
+            return 0.0
     return path.stat().st_mtime
 
 
