@@ -46,6 +46,48 @@ WINDOW_TAPER = 0.15
 #: a pixel whose aligned band-passed difference (smoothed) is this many robust σ above the median
 #: is the sample's own change, left out of the second registration
 CHANGE_K = 3.0
+#: the band pass (difference of Gaussians), px: shot noise below ``SIGMA_LO_PX``, illumination above
+SIGMA_LO_PX, SIGMA_HI_PX = 1.5, 12.0
+#: a registration whose normalised error exceeds ``NOISY_ERROR`` (a weak peak: at 5 e⁻/px most are) is
+#: redone with the noise cut at ``NOISY_SIGMA_LO_PX`` (at 5 e⁻/px on 160×160 px the drift's RMS error
+#: falls from ~5 to ~1.4 px, ``benchmarks/drift.py``)
+NOISY_ERROR, NOISY_SIGMA_LO_PX = 0.9, 3.5
+
+
+class Bands:
+    """A frame's band-passed, windowed versions (:func:`prepare`), made when first asked for."""
+
+    def __init__(self, frame: np.ndarray, sigma_hi_px: float, window: np.ndarray):
+        # a copy: the band may be made later (the drift pass' next chunk), when the caller has reused its buffer
+        self.frame = np.array(frame, np.float32)
+        self.sigma_hi_px, self.window, self._done = sigma_hi_px, window, {}
+
+    def band(self, sigma_lo_px: float) -> np.ndarray:
+        if sigma_lo_px not in self._done:
+            self._done[sigma_lo_px] = prepare(self.frame, sigma_lo_px, self.sigma_hi_px, self.window)
+        return self._done[sigma_lo_px]
+
+
+def register_bands(ref: Bands, mov: Bands, upsample: int, *, sigma_lo_px: float = SIGMA_LO_PX,
+                   change_k: float | None = CHANGE_K, noisy_error: float = NOISY_ERROR,
+                   noisy_sigma_lo_px: float = NOISY_SIGMA_LO_PX) -> tuple[np.ndarray, float]:
+    """:func:`register_robust` of two frames' bands; when its peak is weak (error > ``noisy_error``),
+    again in the smoother band, whichever peak is stronger. Shift (dy, dx) px moving ``mov`` onto ``ref``."""
+    shift, err = register_robust(ref.band(sigma_lo_px), mov.band(sigma_lo_px), upsample, change_k)
+    if err > noisy_error:  # a weak peak: shot noise rules this band; try the smoother one
+        shift_c, err_c = register_robust(ref.band(noisy_sigma_lo_px), mov.band(noisy_sigma_lo_px), upsample, change_k)
+        if np.isfinite(shift_c).all() and err_c < err:
+            return shift_c, err_c
+    return shift, err
+
+
+def unrelated(ref: Bands, mov: Bands, sigma_lo_px: float = NOISY_SIGMA_LO_PX) -> bool:
+    """``mov`` matches ``ref`` no better than it matches ``ref`` turned by 180° (the same power
+    spectrum, none of its structure in place): nothing in common to register (a blanked beam, a frame
+    of noise alone)."""
+    _, e = register(ref.band(sigma_lo_px), mov.band(sigma_lo_px), 1)
+    _, e0 = register(np.ascontiguousarray(ref.band(sigma_lo_px)[::-1, ::-1]), mov.band(sigma_lo_px), 1)
+    return not (np.isfinite(e) and np.isfinite(e0) and e < e0 - 0.03)  # chance: ± 0.005
 
 
 def edge_window(shape: tuple[int, int], taper: float = WINDOW_TAPER) -> np.ndarray:

@@ -61,6 +61,28 @@ def test_registration_recovers_a_known_subpixel_shift():
         np.testing.assert_allclose(out, ndimage.shift(ref, got, order=1, mode="nearest"), atol=1e-4)
 
 
+def test_a_frame_with_nothing_to_register_keeps_the_shift_before_it():
+    """A blanked beam or a frame of noise alone has no peak to find: registered to the reference
+    directly it landed 50–90 px off; it now keeps the shift of the frame before it (the first one:
+    none), as the drift pass holds the last drift. The other frames are registered as before."""
+    from tem_operando.synth import image_series
+
+    s = image_series(10, (160, 160), scene="mixed", rng=3, dose_e_per_px=20, drift_nm_per_s=(2.0, -1.5),
+                     reference_frames=4)
+    frames = s.frames.copy()
+    rng = np.random.default_rng(1)
+    frames[6] = rng.poisson(20, frames[6].shape)  # the beam's flat illumination, no sample
+    frames[0] = rng.poisson(20, frames[0].shape)
+    got = reference_shifts_px(frames, s.reference)
+    ok = [k for k in range(10) if k not in (0, 6)]
+    np.testing.assert_array_equal(got[ok], reference_shifts_px(s.frames[ok], s.reference))
+    # (the objects swell and react in this scene, which pulls a registration against a reference 4.5 s
+    # old by up to ~2 px: the drift pass registers frame to frame instead)
+    assert np.abs(got[ok] - true_shifts_px(s)[ok]).max() < 2.5
+    np.testing.assert_array_equal(got[6], got[5])
+    np.testing.assert_array_equal(got[0], [0.0, 0.0])
+
+
 def test_training_reference_moves_like_the_pipeline_drift():
     # training data shift the first frame by the truth's drift; the pipeline shifts it by its own
     # chained drift estimate: both must agree in sign and size

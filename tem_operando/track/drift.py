@@ -19,35 +19,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._registration import CHANGE_K, WINDOW_TAPER, edge_window
-from .._registration import prepare as _prepare
-from .._registration import register as _register_plain
-from .._registration import register_robust
+from .._registration import (CHANGE_K, NOISY_ERROR, NOISY_SIGMA_LO_PX, SIGMA_HI_PX, SIGMA_LO_PX, WINDOW_TAPER,
+                              Bands, edge_window, register_bands, unrelated)
 
 __all__ = ["DriftState", "estimate_drift"]
-
-
-class _Bands:
-    """A frame's band-passed, windowed versions (:func:`_prepare`), made when first asked for."""
-
-    def __init__(self, frame: np.ndarray, sigma_hi_px: float, window: np.ndarray):
-        # a copy: the band may be made in a later chunk, when the caller has reused its buffer
-        self.frame = np.array(frame, np.float32)
-        self.sigma_hi_px, self.window, self._done = sigma_hi_px, window, {}
-
-    def band(self, sigma_lo_px: float) -> np.ndarray:
-        if sigma_lo_px not in self._done:
-            self._done[sigma_lo_px] = _prepare(self.frame, sigma_lo_px, self.sigma_hi_px, self.window)
-        return self._done[sigma_lo_px]
 
 
 @dataclass
 class DriftState:
     """What registration of the next chunk needs: the key frame (prepared) and its drift (px)."""
 
-    key: _Bands | None = None
+    key: Bands | None = None
     key_drift_px: np.ndarray | None = None
-    prev: _Bands | None = None
+    prev: Bands | None = None
     prev_drift_px: np.ndarray | None = None
     since_key: int = 0
     held: int = 0  # frames in a row that matched nothing (kept the last drift)
@@ -57,14 +41,14 @@ def estimate_drift(
     frames: np.ndarray,
     *,
     upsample: int = 10,
-    sigma_lo_px: float = 1.5,
-    sigma_hi_px: float = 12.0,
+    sigma_lo_px: float = SIGMA_LO_PX,
+    sigma_hi_px: float = SIGMA_HI_PX,
     key_every: int = 50,
     max_error: float = 0.9,
     change_k: float | None = CHANGE_K,
     taper: float = WINDOW_TAPER,
-    noisy_error: float = 0.9,
-    noisy_sigma_lo_px: float = 3.5,
+    noisy_error: float = NOISY_ERROR,
+    noisy_sigma_lo_px: float = NOISY_SIGMA_LO_PX,
     state: DriftState | None = None,
     return_state: bool = False,
 ):
@@ -115,25 +99,15 @@ def estimate_drift(
     window = edge_window((H, W), taper)
 
     def _register(ref, mov, upsample):
-        shift, err = register_robust(ref.band(sigma_lo_px), mov.band(sigma_lo_px), upsample, change_k)
-        if err > noisy_error:  # a weak peak: shot noise rules this band; try the smoother one
-            shift_c, err_c = register_robust(ref.band(noisy_sigma_lo_px), mov.band(noisy_sigma_lo_px),
-                                             upsample, change_k)
-            if np.isfinite(shift_c).all() and err_c < err:
-                return shift_c, err_c
-        return shift, err
+        return register_bands(ref, mov, upsample, sigma_lo_px=sigma_lo_px, change_k=change_k,
+                              noisy_error=noisy_error, noisy_sigma_lo_px=noisy_sigma_lo_px)
 
     def _unrelated(ref, mov) -> bool:
-        """``mov`` matches ``ref`` no better than it matches ``ref`` turned by 180° (the same power
-        spectrum, none of its structure in place): nothing in common to register."""
-        b = noisy_sigma_lo_px
-        _, e = _register_plain(ref.band(b), mov.band(b), 1)
-        _, e0 = _register_plain(np.ascontiguousarray(ref.band(b)[::-1, ::-1]), mov.band(b), 1)
-        return not (np.isfinite(e) and np.isfinite(e0) and e < e0 - 0.03)  # chance: ± 0.005
+        return unrelated(ref, mov, noisy_sigma_lo_px)
 
     out = np.zeros((T, 2))
     for i in range(T):
-        cur = _Bands(frames[i], sigma_hi_px, window)
+        cur = Bands(frames[i], sigma_hi_px, window)
         if st.key is None:
             st.key, st.key_drift_px = cur, np.zeros(2)
             st.prev, st.prev_drift_px, st.since_key = cur, np.zeros(2), 0
