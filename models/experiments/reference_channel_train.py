@@ -57,8 +57,15 @@ DATA = {
     # the v7 mix (fresh references) on new seeds, for the full-resolution refinement (session 14, --refine)
     "v10": [(10200, 10500, 12, "particles"), (10500, 10650, 12, "mixed"), (10650, 10700, 12, "wire"),
             (10700, 11200, 6, None)],
+    # the v7 mix on new seeds with particle sessions whose edges have no bright Fresnel fringe, where v7's
+    # reacted rims are outlined too small (session 15: expansions −6.6 pp at amplitudes −0.1…0)
+    "v11": [(11200, 11300, 12, {"scene": "particles", "fresnel_amp": -0.08}),
+            (11300, 11400, 12, {"scene": "particles", "fresnel_amp": -0.02}),
+            (11400, 11500, 12, {"scene": "particles", "fresnel_amp": 0.04}),
+            (11500, 11600, 12, "particles"), (11600, 11700, 12, {"scene": "mixed", "fresnel_amp": -0.03}),
+            (11700, 11800, 12, "mixed"), (11800, 11850, 12, "wire"), (11850, 12350, 6, None)],
 }
-AVERAGED = {"v7", "v8", "v9", "v10"}  # data sets whose reference is the averaged one
+AVERAGED = {"v7", "v8", "v9", "v10", "v11"}  # data sets whose reference is the averaged one
 AGED = {"v8", "v9"}  # data sets whose reference is aged and misplaced (datasets.training_reference_age_s / _jitter_px)
 RIM_PX = 3  # --rim-weight: the outer band of every true object, px
 

@@ -486,7 +486,7 @@ def _natural_key(p: Path) -> list:
 #: opened again for every chunk and every poll of ``--follow``; building, checking and naturally sorting
 #: tens of thousands of paths each time cost ~20 µs per file (0.4 s for a 20,000-frame capture, per chunk)
 _LISTINGS: dict[str, tuple[frozenset, list[Path]]] = {}
-_LISTINGS_MAX = 64
+_LISTINGS_MAX = 8
 
 
 def _scan_frame_files(folder: Path) -> list[str]:
@@ -522,7 +522,7 @@ def list_frame_files(folder: Path) -> list[Path]:
     hit = _LISTINGS.get(key)
     if hit is not None and hit[0] == seen:
         return list(hit[1])
-    files = sorted((Path(n) for n in names), key=_natural_key)
+    files = sorted((Path(n) for n in names), key=lambda p: (_natural_key(p), str(p)))  # ties: by name
     if len(_LISTINGS) >= _LISTINGS_MAX:
         _LISTINGS.clear()
     _LISTINGS[key] = (seen, files)

@@ -310,6 +310,6 @@ def rate_law_fit(t: np.ndarray, x: np.ndarray, *, resolution: float = 1.0, syste
     T = max(t_end - t_on, 1e-9)
     vel = x_end / T
     dt = float(np.median(np.diff(tt)))
-    se = np.sqrt((sig**2 / max(b2 - a2, 1)) + (vel * dt / np.sqrt(12)) ** 2 * 2 + 2 * systematic**2) / T
-    ci = float(stats.t.ppf(0.975, max(n - 3 * len(segs), 2)) * se * 2)
+    se = np.sqrt((sig**2 / max(b2 - a2, 1)) + (vel * dt / np.sqrt(12)) ** 2 * 2) / T
+    ci = float(np.hypot(stats.t.ppf(0.975, max(n - 3 * len(segs), 2)) * se * 2, 1.96 * np.sqrt(2) * systematic / T))
     return RateLawFit("steps", float(t_on), float(vel), ci, nan, nan, nan, runs, bic, tt, pred)

@@ -46,11 +46,13 @@ def plot_swelling(objects: pd.DataFrame, track: pd.Series, ax=None):
 def plot_front(fronts: pd.DataFrame, track: pd.Series, ax=None, nm_per_px: float = 1.0):
     """Front position vs time of one wire with the fitted rate law."""
     from ..kinetics.fits import rate_law_fit
+    from ..kinetics.fronts import SYSTEMATIC_FRONT_PX
 
     fig, ax = _fig(ax)
     g = fronts[fronts["track_id"] == track["track_id"]].sort_values("time_s")
     ax.plot(g["time_s"], g["front_position_nm"], ".", ms=4, label="front")
-    f = rate_law_fit(g["time_s"].to_numpy(float), g["front_position_nm"].to_numpy(float), resolution=nm_per_px)
+    f = rate_law_fit(g["time_s"].to_numpy(float), g["front_position_nm"].to_numpy(float), resolution=nm_per_px,
+                     systematic=SYSTEMATIC_FRONT_PX * nm_per_px)  # as fronts.front_table: the table's CI
     if f.model_t is not None:
         if f.law == "linear":
             lab = f"linear, v = {f.velocity_nm_s:.3g} ± {f.velocity_ci95_nm_s:.2g} nm/s"
