@@ -499,3 +499,24 @@ def test_front_velocity_ci_covers_frame_correlated_position_errors():
         "front_velocity_ci95_nm_s"].iloc[0]
     with pytest.raises(ValueError, match="systematic"):
         rate_law_fit(t, x, systematic=float("nan"))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), 0.0, -1.0, float("inf"), None, "1 nm"])
+def test_kinetics_need_a_pixel_size(bad):
+    """The pixel size is every fit's resolution floor and the scale of its CI's systematic term: an
+    uncalibrated (NaN), zero, negative or non-numeric one is refused with its name by the swelling and
+    the front paths alike (the swelling path used to give NaN CIs where the front path raised)."""
+    from tem_operando.kinetics import front_table, swelling_fit, swelling_table
+
+    s = image_series(12, (96, 96), scene="particles", rng=1, dose_e_per_px=100)
+    linked = link_objects(measure_objects(s.classes, s.instances, 0, s.time_s, s.nm_per_px))
+    t = np.arange(20) * 0.5
+    fronts = pd.DataFrame({"track_id": 1, "frame": np.arange(t.size), "time_s": t, "front_position_nm": 3 * t})
+    for call, name in ((lambda: swelling_table(linked, nm_per_px=bad), "nm_per_px"),
+                       (lambda: front_table(fronts, nm_per_px=bad), "nm_per_px"),
+                       (lambda: analyze_kinetics(linked, nm_per_px=bad), "nm_per_px"),
+                       (lambda: swelling_fit(t, 20 + t, resolution_nm=bad), "resolution_nm"),
+                       (lambda: rate_law_fit(t, 3 * t, resolution=bad), "resolution")):
+        with pytest.raises(ValueError, match=f"{name} must be a finite pixel size"):
+            call()
+    assert np.isfinite(front_table(fronts, nm_per_px=0.5)["front_velocity_nm_s"]).all()

@@ -64,8 +64,11 @@ DATA = {
             (11400, 11500, 12, {"scene": "particles", "fresnel_amp": 0.04}),
             (11500, 11600, 12, "particles"), (11600, 11700, 12, {"scene": "mixed", "fresnel_amp": -0.03}),
             (11700, 11800, 12, "mixed"), (11800, 11850, 12, "wire"), (11850, 12350, 6, None)],
+    # the v7 mix on new seeds, for a widened network (session 16, --widen)
+    "v12": [(12400, 12700, 12, "particles"), (12700, 12850, 12, "mixed"), (12850, 12900, 12, "wire"),
+            (12900, 13400, 6, None)],
 }
-AVERAGED = {"v7", "v8", "v9", "v10", "v11"}  # data sets whose reference is the averaged one
+AVERAGED = {"v7", "v8", "v9", "v10", "v11", "v12"}  # data sets whose reference is the averaged one
 AGED = {"v8", "v9"}  # data sets whose reference is aged and misplaced (datasets.training_reference_age_s / _jitter_px)
 RIM_PX = 3  # --rim-weight: the outer band of every true object, px
 
@@ -137,8 +140,63 @@ def two_channel_from(path=None, refine: int = 0):
     return with_input_channels(base, 2, None if has_refine else (refine or None)), obj.get("class_bias")
 
 
+def widened(model, width: int):
+    """A copy of a two-input SegNet with ``width`` channels at the first level (every level's channels
+    grow with it) whose outputs are the original's: old weights copied, the new channels' weights into
+    every old channel zero (their own incoming weights random, their frozen batch norm the identity), so
+    training starts where the model is and grows the new channels from there (session 16)."""
+    from torch import nn
+
+    from tem_operando.segment.network import SegNet, Up
+
+    cfg = model.config
+    if width < int(cfg["width"]):
+        raise ValueError(f"cannot narrow a model ({cfg['width']} → {width})")
+    new = SegNet(width, int(cfg["depth"]), int(cfg["blocks"]), in_channels=int(cfg["in_channels"]))
+    torch.manual_seed(1)
+    old_mods, new_mods = dict(model.named_modules()), dict(new.named_modules())
+    with torch.no_grad():
+        for name, nm in new_mods.items():
+            om = old_mods[name]
+            if isinstance(nm, nn.Conv2d):
+                wo, wn = om.weight, nm.weight
+                co = wo.shape[0]
+                if nm.groups > 1:  # depthwise: one filter per channel
+                    wn[:co] = wo
+                else:
+                    parent = old_mods[name.rsplit(".", 2)[0]] if name.endswith(".mix.0") else None
+                    wn[:co] = 0
+                    if isinstance(parent, Up):  # input = cat(upsampled x, skip): map both parts
+                        cin_o = old_mods[name.rsplit(".", 2)[0]].mix[0].in_channels
+                        skip_o = _up_skip(model, name)
+                        skip_n = _up_skip(new, name)
+                        x_o = cin_o - skip_o
+                        x_n = nm.in_channels - skip_n
+                        wn[:co, :x_o] = wo[:, :x_o]
+                        wn[:co, x_n:x_n + skip_o] = wo[:, x_o:]
+                    else:
+                        wn[:co, :wo.shape[1]] = wo
+                if nm.bias is not None:
+                    nm.bias[:co] = om.bias
+            elif isinstance(nm, nn.BatchNorm2d):
+                c = om.num_features
+                for attr in ("weight", "bias", "running_mean", "running_var"):
+                    getattr(nm, attr)[:c] = getattr(om, attr)
+                nm.weight[c:], nm.bias[c:], nm.running_mean[c:], nm.running_var[c:] = 1, 0, 0, 1
+    return new
+
+
+def _up_skip(model, conv_name: str) -> int:
+    """Channels of the skip connection entering the ``Up`` whose mix convolution is ``conv_name``."""
+    k = int(conv_name.split(".")[1])  # ups.K.mix.0
+    depth = int(model.config["depth"])
+    w = int(model.config["width"])
+    level = depth - 1 - k
+    return min(w * 2 ** level, 8 * w)
+
+
 def main(out: str, steps: int, init=None, lr: float = LR, data: str = "v3", rim_weight: float = 0.0,
-         threads: int = 2, change_weight: float = 0.0, refine: int = 0, refine_lr_factor: float = 5.0) -> None:
+         threads: int = 2, change_weight: float = 0.0, refine: int = 0, refine_lr_factor: float = 5.0, widen: int = 0) -> None:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     t0 = time.time()
@@ -150,6 +208,8 @@ def main(out: str, steps: int, init=None, lr: float = LR, data: str = "v3", rim_
     chg_all = np.stack([a for p in parts for a in p[3]]) if change_weight else None
     print(f"data {x_all.shape} in {time.time() - t0:.0f} s", flush=True)
     model, class_bias = two_channel_from(init, refine)
+    if widen:
+        model = widened(model, widen)
     model.train()
     for mod in model.modules():  # keep v2's normalisation statistics, as fine-tuning does
         if isinstance(mod, torch.nn.BatchNorm2d):
@@ -209,5 +269,8 @@ if __name__ == "__main__":
                     help="add a full-resolution refinement of this many channels (network.SegNet(refine=))")
     ap.add_argument("--refine-lr-factor", type=float, default=5.0,
                     help="peak learning rate of the new refinement = --lr × this")
+    ap.add_argument("--widen", type=int, default=0,
+                    help="widen the model to this many first-level channels first (function-preserving)")
     a = ap.parse_args()
-    main(a.out, a.steps, a.init, a.lr, a.data, a.rim_weight, a.threads, a.change_weight, a.refine, a.refine_lr_factor)
+    main(a.out, a.steps, a.init, a.lr, a.data, a.rim_weight, a.threads, a.change_weight, a.refine, a.refine_lr_factor,
+         a.widen)

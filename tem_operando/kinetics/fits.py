@@ -10,6 +10,22 @@ from scipy import stats
 __all__ = ["LineFit", "fit_line", "ramp_fit", "segment_fit", "rate_law_fit", "RateLawFit"]
 
 
+def check_pixel_size(value: float, name: str) -> float:
+    """``value`` as a float if it is a finite pixel size > 0 (nm); else a ValueError naming ``name``.
+
+    The kinetics need a calibrated pixel size: it is the resolution floor of every fit and the scale of
+    the systematic terms of the CIs (an uncalibrated recording's NaN would make every CI NaN).
+    """
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if not (np.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be a finite pixel size > 0 (nm), got {value!r}; "
+                         "give the recording's calibration (e.g. analyze --nm-per-px)")
+    return v
+
+
 @dataclass
 class LineFit:
     """Least-squares line y = intercept + slope·t with the 95% confidence half-width of the slope."""
@@ -247,6 +263,7 @@ def rate_law_fit(t: np.ndarray, x: np.ndarray, *, resolution: float = 1.0, syste
     """
     if not (np.isfinite(systematic) and systematic >= 0):
         raise ValueError(f"systematic must be a finite number ≥ 0 (nm), got {systematic!r}")
+    resolution = check_pixel_size(resolution, "resolution")
     t = np.asarray(t, float)
     x = np.asarray(x, float)
     nan = float("nan")

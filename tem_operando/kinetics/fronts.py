@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from .. import schema
-from .fits import rate_law_fit
+from .fits import check_pixel_size, rate_law_fit
 
 __all__ = ["SYSTEMATIC_FRONT_PX", "front_positions", "front_table"]
 
@@ -95,7 +95,13 @@ def front_table(fronts: pd.DataFrame, *, nm_per_px: float = 1.0,
         constant), front_velocity_ci95_nm_s, front_exponent_n (of x ∝ (t − t0)ⁿ; NaN for
         steps), diffusion_coefficient_nm2_s (k²/2 = x²/(2(t − t0)) for the √t law), n_steps,
         rate_law, front_onset_s, bic_linear, bic_sqrt, bic_steps.
+
+    Raises
+    ------
+    ValueError
+        If ``nm_per_px`` is not a finite pixel size > 0 (an uncalibrated recording).
     """
+    nm_per_px = check_pixel_size(nm_per_px, "nm_per_px")
     rows = []
     for tid, g in fronts.sort_values("frame").groupby("track_id"):
         f = rate_law_fit(g["time_s"].to_numpy(float), g["front_position_nm"].to_numpy(float),

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from .. import schema
-from .fits import fit_line, ramp_fit, segment_fit
+from .fits import check_pixel_size, fit_line, ramp_fit, segment_fit
 
 __all__ = ["SYSTEMATIC_WIDTH_PX", "merged_rows", "swelling_fit", "swelling_table"]
 
@@ -49,7 +49,8 @@ def swelling_fit(t: np.ndarray, w: np.ndarray, *, resolution_nm: float = 1.0, mi
     """
     if not (np.isfinite(systematic_px) and systematic_px >= 0):
         raise ValueError(f"systematic_px must be a finite number ≥ 0, got {systematic_px!r}")
-    sys_nm = float(systematic_px) * float(resolution_nm)
+    resolution_nm = check_pixel_size(resolution_nm, "resolution_nm")
+    sys_nm = float(systematic_px) * resolution_nm
     t = np.asarray(t, float)
     w = np.asarray(w, float)
     ok = np.isfinite(t) & np.isfinite(w)
@@ -300,7 +301,13 @@ def swelling_table(objects: pd.DataFrame, *, nm_per_px: float = 1.0, fronts: pd.
         ``onset_s`` and ``plateau_s``. Expansions are of the fully reacted object: particles
         from the plateau levels (volume ∝ width²·length, = d³ for a sphere); wires from the
         pristine width ahead of and the swollen width behind the front (volume ∝ width²·length).
+
+    Raises
+    ------
+    ValueError
+        If ``nm_per_px`` is not a finite pixel size > 0 (an uncalibrated recording).
     """
+    nm_per_px = check_pixel_size(nm_per_px, "nm_per_px")
     rows = []
     if objects.empty:
         out = schema.empty("tracks")
