@@ -63,8 +63,9 @@ def test_registration_recovers_a_known_subpixel_shift():
 
 def test_a_frame_with_nothing_to_register_keeps_the_shift_before_it():
     """A blanked beam or a frame of noise alone has no peak to find: registered to the reference
-    directly it landed 50–90 px off; it now keeps the shift of the frame before it (the first one:
-    none), as the drift pass holds the last drift. The other frames are registered as before."""
+    directly it landed 50–90 px off; it now keeps the shift of the frame before it (a blank first frame:
+    the next registered frame's), as the drift pass holds the last drift. The other frames are registered
+    as before."""
     from tem_operando.synth import image_series
 
     s = image_series(10, (160, 160), scene="mixed", rng=3, dose_e_per_px=20, drift_nm_per_s=(2.0, -1.5),
@@ -80,7 +81,9 @@ def test_a_frame_with_nothing_to_register_keeps_the_shift_before_it():
     # old by up to ~2 px: the drift pass registers frame to frame instead)
     assert np.abs(got[ok] - true_shifts_px(s)[ok]).max() < 2.5
     np.testing.assert_array_equal(got[6], got[5])
-    np.testing.assert_array_equal(got[0], [0.0, 0.0])
+    np.testing.assert_array_equal(got[0], got[1])
+    blank = np.stack([rng.poisson(20, frames[0].shape) for _ in range(3)]).astype(float)
+    np.testing.assert_array_equal(reference_shifts_px(blank, s.reference), 0.0)
 
 
 def test_training_reference_moves_like_the_pipeline_drift():

@@ -125,12 +125,15 @@ def reference_shifts_px(frames: np.ndarray, reference: np.ndarray, *, upsample: 
     window = edge_window(np.shape(reference))
     ref = Bands(reference, SIGMA_HI_PX, window)
     out = np.zeros((len(frames), 2))
-    last = np.zeros(2)
+    last, first_good = np.zeros(2), None
     for i, f in enumerate(frames):
         cur = Bands(f, SIGMA_HI_PX, window)
         shift, err = register_robust(cur.band(SIGMA_LO_PX), ref.band(SIGMA_LO_PX), upsample)
         if np.isfinite(shift).all() and (err <= NOISY_ERROR or not unrelated(ref, cur)):
             last = shift
+            if first_good is None:
+                first_good = i
+                out[:i] = shift  # blank frames before the first registered one take its shift
         out[i] = last  # a frame with nothing to register keeps the frame before's shift, as the drift pass
     return out
 
