@@ -19,7 +19,8 @@ keeps the corrections. Measured with seed 1: segnet-s v3 (two channels, the sess
 beside each frame) 0.511 → 0.859 on the new material, 0.876 → 0.859 on the original set (the
 forgetting margin is small: −0.017 of the −0.02 allowed); segnet-s v2 gave 0.540 → 0.706 and
 0.814 → 0.807 (+0.15–0.17 over seeds 1–3); segnet-s v7 (the reference averaged over the first
-exposures) 0.576 → 0.818 and 0.903 → 0.892.
+exposures) 0.576 → 0.818 and 0.903 → 0.892; segnet-s v12 (v7 widened to 24 channels) 0.649 → 0.819 and
+0.908 → 0.894.
 """
 
 from __future__ import annotations

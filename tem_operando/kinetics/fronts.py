@@ -14,7 +14,9 @@ __all__ = ["SYSTEMATIC_FRONT_PX", "front_positions", "front_table"]
 #: found a little late or early in a way that is correlated from frame to frame (as a particle's width,
 #: :data:`~.swelling.SYSTEMATIC_WIDTH_PX`). On the kinetics sweep's v7 masks (21 linear or stepwise
 #: fronts followed, seeds 0–47) the truth is inside the velocity's CI for 0.43 of them without it, 0.62
-#: with it.
+#: with it; on segnet-s v12's (30 linear or stepwise fronts) 0.30 / 0.40, and 0.43 / 0.50 with 2 / 3 px:
+#: the misses are fronts whose law is called wrong or whose reacted part is overcalled by tens of nm,
+#: which a wider CI does not cover, so it stays at 1 px.
 SYSTEMATIC_FRONT_PX = 1.0
 
 
