@@ -152,8 +152,10 @@ def widened(model, width: int):
     cfg = model.config
     if width < int(cfg["width"]):
         raise ValueError(f"cannot narrow a model ({cfg['width']} → {width})")
+    if int(cfg.get("refine", 0) or 0):  # its full-resolution refinement would be dropped silently
+        raise ValueError("widening a model with a refinement (SegNet(refine=)) is not supported")
+    torch.manual_seed(1)  # the new channels' random incoming weights
     new = SegNet(width, int(cfg["depth"]), int(cfg["blocks"]), in_channels=int(cfg["in_channels"]))
-    torch.manual_seed(1)
     old_mods, new_mods = dict(model.named_modules()), dict(new.named_modules())
     with torch.no_grad():
         for name, nm in new_mods.items():

@@ -175,6 +175,11 @@ REFERENCE_STATE = "reference.json"
 #: under ``.work/``: the reference image (the run of first frames averaged, at the reference frame's
 #: position), computed once when the run is chosen and read by every chunk
 REFERENCE_IMAGE = "reference_image.npy"
+#: the drift of each analysed frame is re-measured against the reference only when at least this many
+#: frames were averaged into it (a fast camera): at 25 frames/s (8 frames) the drift's RMS error at 10 e⁻/px
+#: falls from 2.6 to 2.1 px; at 2 frames/s (2 frames) it stays at 1.5 px, and re-measuring costs ~5 % of
+#: the pipeline's time (``models/experiments/README.md``, session 17)
+REFINE_MIN_FRAMES = 4
 
 
 def _register_chunk(rec, frames: np.ndarray, start: int) -> tuple[tuple[int, np.ndarray] | None, np.ndarray]:
@@ -281,11 +286,15 @@ def write_reference_drift(folder: Path, ranges, read_frames: Callable[[np.ndarra
     return state
 
 
-def _reference_frames(rec, spec: ChunkSpec, index: np.ndarray) -> np.ndarray:
+def _reference_frames(rec, spec: ChunkSpec, index: np.ndarray,
+                      frames: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The reference (the recording's first image frame with structure, averaged with the image
     frames of its first second: :data:`REFERENCE_IMAGE`, saved by :func:`write_reference_drift`)
-    moved onto each of frames ``index`` by the drift pass' drift."""
-    from ..segment.reference import shift_reference
+    moved onto each of frames ``index`` by the drift pass' drift — re-measured against the reference
+    itself when the ``frames`` are given (:func:`~tem_operando.segment.reference.refine_shifts`) — and
+    the correction of each frame's drift that re-measuring made, (x, y) px (0 where the drift pass'
+    stands). Only a reference of at least :data:`REFINE_MIN_FRAMES` frames is worth it."""
+    from ..segment.reference import refine_shifts, shift_reference
 
     work = Path(spec.results_dir) / WORK
     state = _read_reference_state(work)
@@ -303,7 +312,11 @@ def _reference_frames(rec, spec: ChunkSpec, index: np.ndarray) -> np.ndarray:
     averaged = work / REFERENCE_IMAGE
     # analyses before averaging (no image saved): the reference frame alone
     image = np.load(averaged) if averaged.is_file() else np.asarray(rec.frame(int(ref)), np.float32)
-    return shift_reference(image, d[:, ::-1].copy())
+    shifts = d[:, ::-1].copy()
+    if frames is not None and len(state.get("run") or ()) >= REFINE_MIN_FRAMES:
+        refined, _ = refine_shifts(frames, image, shifts)
+        return shift_reference(image, refined), (refined - shifts)[:, ::-1]
+    return shift_reference(image, shifts), np.zeros((len(index), 2))
 
 
 def _drift_from_pass(spec: ChunkSpec, start: int, stop: int | None, index: np.ndarray):
@@ -345,11 +358,13 @@ def image_stage(rec, spec: ChunkSpec, frames: np.ndarray, index: np.ndarray, tim
     else:
         keep = np.ones(len(index), bool)
     t0 = time.perf_counter()
+    drift_fix = np.zeros((len(index), 2))  # the reference's re-measured drift minus the drift pass', (x, y) px
     segmenter = get_segmenter(p.get("model"), p.get("device", "cpu"))
     if getattr(segmenter, "in_channels", 1) > 1 and keep.any():  # two-channel model: the reference frame, registered
         t1 = time.perf_counter()
-        reference = _reference_frames(rec, spec, index[keep])
+        reference, fix_px = _reference_frames(rec, spec, index[keep], frames[keep])
         timings["reference_s"] = time.perf_counter() - t1
+        drift_fix[keep] = fix_px
         seg = segmenter.predict(frames[keep], reference=reference)
     else:
         seg = segmenter.predict(frames[keep])
@@ -363,11 +378,12 @@ def image_stage(rec, spec: ChunkSpec, frames: np.ndarray, index: np.ndarray, tim
 
     t0 = time.perf_counter()
     objects = measure_objects(seg.classes, seg.instances, frame=index[keep], time_s=time_s[keep],
-                              nm_per_px=nm, drift_nm=drift_px[keep] * nm)
+                              nm_per_px=nm, drift_nm=(drift_px + drift_fix)[keep] * nm)
     timings["measure_s"] = time.perf_counter() - t0
     conf = np.full(len(index), np.nan)
     conf[keep] = seg.confidence
     img_rows = _drift_rows(index, drift_px, anchor, start)
+    img_rows["drift_fix_x_px"], img_rows["drift_fix_y_px"] = drift_fix[:, 0], drift_fix[:, 1]
     img_rows.insert(1, "analysed", keep)
     img_rows.insert(2, "confidence", conf)
     return {"objects": objects, "image_frames": img_rows, "_stage_s": timings}
@@ -546,6 +562,11 @@ def finalize(store: ResultStore, ranges, rec_info: dict, opts: AnalyzeOptions, p
     frames = frames.merge(drift, on="frame", how="left")
     if not img_frames.empty:
         frames = frames.merge(img_frames[["frame", "analysed", "confidence"]], on="frame", how="left")
+    if "drift_fix_x_px" in img_frames:  # the segmentation's re-measured drift (objects were measured with it)
+        fix = frames[["frame"]].merge(img_frames[["frame", "drift_fix_x_px", "drift_fix_y_px"]], on="frame",
+                                      how="left")
+        for a in "xy":
+            frames[f"drift_{a}_px"] = frames[f"drift_{a}_px"] + fix[f"drift_fix_{a}_px"].fillna(0.0).to_numpy()
     frames["drift_x_nm"] = frames.get("drift_x_px", np.nan) * nm if nm else np.nan
     frames["drift_y_nm"] = frames.get("drift_y_px", np.nan) * nm if nm else np.nan
     frames.loc[frames["mode"] != "image", ["drift_x_nm", "drift_y_nm"]] = np.nan
@@ -864,7 +885,7 @@ def analyze(input_path: str | os.PathLike, out: str | os.PathLike, opts: Analyze
         Write plots and ``report.html``.
     drift_progress : callable, optional
         ``drift_progress(frames_done, frames_total)`` after each chunk of the drift pass (two-channel
-        models register the whole recording first; with v7 about a quarter of the time).
+        models register the whole recording first: with segnet-s v12 about a sixth of the time at 256 × 256).
 
     Returns
     -------

@@ -5,7 +5,8 @@ Output: 4 channels per pixel -- 3 class logits (0 background, 1 pristine, 2 reac
 *boundary* logit that marks the seam between touching objects (used to split instances with a
 watershed, :mod:`tem_operando.segment.instances`).
 
-Architecture (``width=16, depth=4``)::
+Architecture (shown for the defaults ``width=16, depth=4``; the shipped segnet-s v12 is ``width=24, depth=5,
+blocks=3``)::
 
     stem    2×2 pixel unshuffle, 3×3 conv 4·c→w, depthwise-separable block   (half resolution)
     down    stride-2 3×3 conv, then a depthwise-separable block  per level, channels w·2^k (≤ 8w)

@@ -20,12 +20,12 @@ time, and eight frames at 10 e⁻/px show the start as one frame at 80 e⁻/px w
 from __future__ import annotations
 
 import numpy as np
-from .._registration import (NOISY_ERROR, SIGMA_HI_PX, SIGMA_LO_PX, Bands, edge_window, mean_reference,
+from .._registration import (NOISY_ERROR, SIGMA_HI_PX, SIGMA_LO_PX, Bands, edge_window, mean_reference, register_bands,
                               register_robust, shift_reference, unrelated)
 from .normalise import normalise
 
 __all__ = ["REFERENCE_FRAMES", "REFERENCE_WINDOW_S", "choose_reference", "mean_reference", "network_input",
-           "reference_run", "reference_shifts_px", "register_reference", "shift_reference", "structure_score"]
+           "reference_run", "reference_shifts_px", "refine_shifts", "register_reference", "shift_reference", "structure_score"]
 
 
 def structure_score(frame: np.ndarray) -> float:
@@ -115,7 +115,7 @@ def reference_shifts_px(frames: np.ndarray, reference: np.ndarray, *, upsample: 
     to the reference directly (band-passed, windowed, changed pixels left out: as the drift pass,
     :func:`~tem_operando._registration.register_robust`). A frame with nothing in common with the
     reference (blank, noise alone: :func:`~tem_operando._registration.unrelated`) keeps the shift of the frame
-    before it ((0, 0) for the first) rather than a chance peak anywhere in the frame (50–90 px off on 160×160
+    before it (frames before the first registered one take its shift) rather than a chance peak anywhere in the frame (50–90 px off on 160×160
     frames), as the drift pass holds the last drift.
 
     The drift pass' second, smoother band for weak peaks is not used: against a reference seconds older
@@ -136,6 +136,71 @@ def reference_shifts_px(frames: np.ndarray, reference: np.ndarray, *, upsample: 
                 out[:i] = shift  # blank frames before the first registered one take its shift
         out[i] = last  # a frame with nothing to register keeps the frame before's shift, as the drift pass
     return out
+
+
+#: :func:`refine_shifts` keeps the drift pass' shift when the direct registration lands farther than
+#: this fraction of the frame's smaller side from it (a chance peak, or a reference the sample no longer resembles)
+REFINE_MAX_OFFSET = 0.1
+
+
+def refine_shifts(frames: np.ndarray, reference: np.ndarray, shifts_px: np.ndarray, *, upsample: int = 10,
+                  max_offset: float = REFINE_MAX_OFFSET, smooth_band: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The drift pass' shifts of the reference onto each frame, re-measured against the reference itself.
+
+    The drift pass chains each frame to a key frame, itself a single noisy frame whose own error the
+    next frames inherit (chunk by chunk in the pipeline): at 10 e⁻/px on 256×256 frames its error
+    grows to several px within a few seconds of a 25 frames/s recording (a random walk of key-frame
+    errors). The reference — the recording's first frames averaged — is a far less noisy picture of
+    the sample, so each frame registered to it directly lands closer (band-passed, windowed, changed
+    pixels left out; with ``smooth_band`` the drift pass' smoother band for weak peaks too:
+    :func:`~tem_operando._registration.register_bands`). The drift pass' shift is kept where the direct
+    one is more than ``max_offset`` × the frame's smaller side away from it, and for a frame with
+    nothing in common with the reference (blank, noise alone).
+
+    Parameters
+    ----------
+    frames : ndarray, (n, Y, X)
+        Frames (counts).
+    reference : ndarray, (Y, X)
+        The reference (counts), e.g. :func:`mean_reference` of the first frames.
+    shifts_px : ndarray, (n, 2)
+        (dy, dx) px moving the reference onto each frame, from the drift pass.
+    upsample : int
+        Sub-pixel precision, 1/``upsample`` px.
+    max_offset : float
+        See above (fraction of the smaller side).
+    smooth_band : bool
+        Retry a weak peak in the smoother band (as the drift pass).
+
+    Returns
+    -------
+    shifts_px : ndarray, (n, 2)
+        The refined (dy, dx) px.
+    refined : ndarray of bool, (n,)
+        Which frames took the direct registration.
+    """
+    a = np.asarray(frames)
+    a = a[None] if a.ndim == 2 else a
+    ref_img = np.asarray(reference, np.float32)
+    if ref_img.shape != a.shape[1:]:
+        raise ValueError(f"reference frame shape {ref_img.shape} differs from the frames' shape {a.shape[1:]}")
+    prior = np.asarray(shifts_px, float).reshape(len(a), 2)
+    window = edge_window(ref_img.shape)
+    ref = Bands(ref_img, SIGMA_HI_PX, window)
+    limit = max_offset * min(ref_img.shape)
+    out, refined = prior.copy(), np.zeros(len(a), bool)
+    for i, f in enumerate(a):
+        cur = Bands(f, SIGMA_HI_PX, window)
+        if smooth_band:
+            shift, err = register_bands(cur, ref, upsample)
+        else:
+            shift, err = register_robust(cur.band(SIGMA_LO_PX), ref.band(SIGMA_LO_PX), upsample)
+        if not (np.isfinite(shift).all() and np.isfinite(prior[i]).all()):
+            continue
+        if np.hypot(*(shift - prior[i])) > limit or (not err <= NOISY_ERROR and unrelated(ref, cur)):
+            continue
+        out[i], refined[i] = shift, True
+    return out, refined
 
 
 def register_reference(frames: np.ndarray, reference: np.ndarray, *, upsample: int = 10,
