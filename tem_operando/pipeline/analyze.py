@@ -177,7 +177,7 @@ REFERENCE_STATE = "reference.json"
 REFERENCE_IMAGE = "reference_image.npy"
 #: the drift of each analysed frame is re-measured against the reference only when at least this many
 #: frames were averaged into it (a fast camera): at 25 frames/s (8 frames) the drift's RMS error at 10 e⁻/px
-#: falls from 2.6 to 2.1 px; at 2 frames/s (2 frames) it stays at 1.5 px, and re-measuring costs ~5 % of
+#: falls from 2.6 to 1.8 px; at 2 frames/s (2 frames) it stays at 1.5 px, and re-measuring costs ~5 % of
 #: the pipeline's time (``models/experiments/README.md``, session 17)
 REFINE_MIN_FRAMES = 4
 
