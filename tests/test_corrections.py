@@ -163,6 +163,11 @@ def test_relabel_phase_and_calibration(store):
     assert ph2.loc[f, "best_phase"] == other and ph2.loc[f, "confidence"] == 1.0 and ph2.loc[f, "corrected"]
     np.testing.assert_allclose(store.read_table("objects")["width_nm"].to_numpy(), 2 * w0, rtol=1e-6)
     assert store.read_summary()["corrections"]["calibration"]["nm_per_px"] == 2 * store.read_summary()["nm_per_px"]
+    assert store.calibration()["nm_per_px"] == 2 * store.read_summary()["nm_per_px"]  # what the report plots with
+    from tem_operando.report import build_report
+
+    html = build_report(store.folder).read_text(encoding="utf-8")  # plots with it too
+    assert f"(corrected; analysed with {store.read_summary()['nm_per_px']:.4g})" in html
     with pytest.raises(corr.CorrectionError):
         corr.relabel_phase(store, f, "unobtainium")
     with pytest.raises(corr.CorrectionError):
@@ -275,3 +280,40 @@ def test_reanalysis_into_the_same_folder_keeps_and_applies_the_corrections(store
     assert store.read_table("frames").set_index("frame").loc[6, "corrected"]
     tr = store.read_table("tracks")
     assert any(e["id"] in schema.split_ids(v) for v in tr["corrections"])
+
+
+def test_corrections_on_a_diffraction_only_analysis(tmp_path):
+    """A SAED series has no objects (objects.csv without the label column): phase labels are still
+    corrected and recomputed (this raised KeyError 'label')."""
+    from tem_operando.pipeline import AnalyzeOptions, analyze
+    from tem_operando.synth import make_session, write_session
+
+    rec = write_session(make_session("saed", n_frames=6, size_px=96, seed=1), tmp_path / "d.hspy")
+    analyze(rec, tmp_path / "res", AnalyzeOptions(model="baseline", workers=1, scheduler="sync"), report=False)
+    store = ResultStore(tmp_path / "res")
+    ph = store.read_table("phases")
+    assert len(ph) == 6 and store.read_table("objects").empty
+    f = int(ph["frame"].iloc[2])
+    other = next(c[5:] for c in ph.columns if c.startswith("frac_") and c[5:] != ph["best_phase"].iloc[2])
+    corr.relabel_phase(store, f, other)
+    corr.recompute(store)
+    ph2 = store.read_table("phases").set_index("frame")
+    assert ph2.loc[f, "best_phase"] == other and ph2.loc[f, "corrected"]
+    assert store.read_table("objects").empty
+
+
+def test_replay_uses_the_systematic_terms_the_analysis_recorded(store):
+    """The CIs' systematic width term is calibrated per model and may change between versions: the analysis
+    records the one it used, and a replay of the corrections uses that one, not today's."""
+    from tem_operando.kinetics.fronts import SYSTEMATIC_FRONT_PX
+    from tem_operando.kinetics.swelling import SYSTEMATIC_WIDTH_PX
+
+    s = store.read_summary()
+    assert (s["systematic_width_px"], s["systematic_front_px"]) == (SYSTEMATIC_WIDTH_PX, SYSTEMATIC_FRONT_PX)
+    corr.recompute(store)
+    ci0 = store.read_table("tracks").set_index("track_id")["swelling_rate_ci95_nm_s"]
+    store.update_summary(systematic_width_px=4 * SYSTEMATIC_WIDTH_PX)
+    corr.recompute(store)
+    ci1 = store.read_table("tracks").set_index("track_id")["swelling_rate_ci95_nm_s"]
+    ok = ci0.notna() & ci1.notna()
+    assert ok.any() and (ci1[ok] >= ci0[ok] - 1e-12).all() and (ci1[ok] > 1.2 * ci0[ok]).any()

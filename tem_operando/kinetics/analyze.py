@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 
 from .. import schema
-from .fronts import front_positions, front_table
-from .swelling import swelling_table
+from .fronts import SYSTEMATIC_FRONT_PX, front_positions, front_table
+from .swelling import SYSTEMATIC_WIDTH_PX, swelling_table
 
 __all__ = ["analyze_kinetics", "fracture_events", "population_stats"]
 
@@ -60,6 +60,8 @@ def analyze_kinetics(
     *,
     nm_per_px: float = 1.0,
     contact_nm: dict[int, tuple[float, float]] | None = None,
+    systematic_width_px: float = SYSTEMATIC_WIDTH_PX,
+    systematic_front_px: float = SYSTEMATIC_FRONT_PX,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``tracks.csv`` and ``fronts.csv`` from linked objects (all frames of a recording).
 
@@ -72,6 +74,11 @@ def analyze_kinetics(
         Pixel size, nm (measurement resolution).
     contact_nm : dict, optional
         Per-wire override of the sodium-contact end: track id → (x, y) nm.
+    systematic_width_px, systematic_front_px : float
+        The segmentation's systematic error of a width and of a front position, px, added to the
+        confidence intervals (:data:`~.swelling.SYSTEMATIC_WIDTH_PX`, calibrated for the shipped model;
+        :data:`~.fronts.SYSTEMATIC_FRONT_PX`). The pipeline records the values it used in
+        ``summary.json`` (``systematic_width_px``, ``systematic_front_px``); corrections replay with them.
 
     Returns
     -------
@@ -82,14 +89,14 @@ def analyze_kinetics(
         ``fronts.csv`` columns.
     """
     fronts = front_positions(objects, contact_nm)
-    tracks = swelling_table(objects, nm_per_px=nm_per_px, fronts=fronts)
+    tracks = swelling_table(objects, nm_per_px=nm_per_px, fronts=fronts, systematic_px=systematic_width_px)
     extra = ["rate_law", "front_onset_s", "contact_x_nm", "contact_y_nm"]
     if tracks.empty:
         for c in extra:
             tracks[c] = pd.Series(dtype=object if c == "rate_law" else float)
         return tracks, schema.conform(fronts, "fronts")[schema.columns("fronts")]
     tracks["rate_law"] = None
-    ft = front_table(fronts, nm_per_px=nm_per_px)
+    ft = front_table(fronts, nm_per_px=nm_per_px, systematic_px=systematic_front_px)
     if not ft.empty:
         ft = ft.set_index("track_id")
         idx = tracks["track_id"].isin(ft.index)

@@ -286,12 +286,13 @@ def write_reference_drift(folder: Path, ranges, read_frames: Callable[[np.ndarra
     return state
 
 
-def _reference_frames(rec, spec: ChunkSpec, index: np.ndarray,
-                      frames: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _reference_frames(rec, spec: ChunkSpec, index: np.ndarray, frames: np.ndarray | None = None,
+                      time_s: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The reference (the recording's first image frame with structure, averaged with the image
     frames of its first second: :data:`REFERENCE_IMAGE`, saved by :func:`write_reference_drift`)
     moved onto each of frames ``index`` by the drift pass' drift — re-measured against the reference
-    itself when the ``frames`` are given (:func:`~tem_operando.segment.reference.refine_shifts`) — and
+    itself when the ``frames`` are given (:func:`~tem_operando.segment.reference.refine_shifts`; a frame
+    too noisy alone together with its neighbours within ``time_s``, s) — and
     the correction of each frame's drift that re-measuring made, (x, y) px (0 where the drift pass'
     stands). Only a reference of at least :data:`REFINE_MIN_FRAMES` frames is worth it."""
     from ..segment.reference import refine_shifts, shift_reference
@@ -314,7 +315,7 @@ def _reference_frames(rec, spec: ChunkSpec, index: np.ndarray,
     image = np.load(averaged) if averaged.is_file() else np.asarray(rec.frame(int(ref)), np.float32)
     shifts = d[:, ::-1].copy()
     if frames is not None and len(state.get("run") or ()) >= REFINE_MIN_FRAMES:
-        refined, _ = refine_shifts(frames, image, shifts)
+        refined, _ = refine_shifts(frames, image, shifts, time_s=time_s)
         return shift_reference(image, refined), (refined - shifts)[:, ::-1]
     return shift_reference(image, shifts), np.zeros((len(index), 2))
 
@@ -362,7 +363,7 @@ def image_stage(rec, spec: ChunkSpec, frames: np.ndarray, index: np.ndarray, tim
     segmenter = get_segmenter(p.get("model"), p.get("device", "cpu"))
     if getattr(segmenter, "in_channels", 1) > 1 and keep.any():  # two-channel model: the reference frame, registered
         t1 = time.perf_counter()
-        reference, fix_px = _reference_frames(rec, spec, index[keep], frames[keep])
+        reference, fix_px = _reference_frames(rec, spec, index[keep], frames[keep], time_s[keep])
         timings["reference_s"] = time.perf_counter() - t1
         drift_fix[keep] = fix_px
         seg = segmenter.predict(frames[keep], reference=reference)
@@ -775,8 +776,13 @@ def prepare(input_path: str | os.PathLike, out: str | os.PathLike, opts: Analyze
     # hashing a 20 GB recording takes a while: it runs beside the analysis and lands in the summary
     # at the end (a resumed run checks the size and time recorded here if it had not finished)
     input_hash = _hash_in_background(input_path) if input_sha256 is None else None
+    from ..kinetics.fronts import SYSTEMATIC_FRONT_PX
+    from ..kinetics.swelling import SYSTEMATIC_WIDTH_PX
+
     store.start(input=str(input_path.resolve()), input_sha256=input_sha256, model=model_name,
                 model_sha256=model_sha, phases=phase_names, software_version=__version__, parameters=params,
+                # the CIs' systematic terms (px) the kinetics used: corrections replay with the same ones
+                systematic_width_px=SYSTEMATIC_WIDTH_PX, systematic_front_px=SYSTEMATIC_FRONT_PX,
                 **input_fingerprint(input_path), **{k: v for k, v in info.items() if k != "modes"}, **dfacts)
     if started:
         store.update_summary(start_time=started, resumed=True)

@@ -110,7 +110,7 @@ def write_all(folder: Path) -> list[Path]:
     for old in plots.glob("*.png"):
         old.unlink()
     summary = store.read_summary()
-    nm = float(summary.get("nm_per_px") or float("nan"))
+    nm = store.calibration(summary)["nm_per_px"]  # the corrected calibration, when the user edited it
     frames = store.read_table("frames")
     objects = store.read_table("objects")
     tracks = store.read_table("tracks")
@@ -138,7 +138,7 @@ def write_all(folder: Path) -> list[Path]:
         fig = fig if hasattr(fig, "savefig") else fig[0]
         out.append(_save(fig, plots / f"swelling_track_{tid:03d}.png"))
         if tr.get("kind") == "wire" and not fronts[fronts["track_id"] == tid].empty:
-            fig = plot_front(fronts, tr, nm_per_px=nm)
+            fig = plot_front(fronts, tr, nm_per_px=nm, systematic_px=summary.get("systematic_front_px"))
             fig = fig if hasattr(fig, "savefig") else fig[0]
             out.append(_save(fig, plots / f"front_track_{tid:03d}.png"))
             kfig = _kymograph_figure(store, objects, frames, fronts, tid, nm, kymograph, plot_kymograph)

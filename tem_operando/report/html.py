@@ -129,6 +129,17 @@ def provenance_section(summary: dict, tracks: pd.DataFrame, phases: pd.DataFrame
             f"so does every row of phases.csv.</p><table>{meta}</table>")
 
 
+def _in_force(summary: dict, calibration: dict, key: str):
+    """A calibration value for the report's table: the one in force, "(analysed with X)" after it when the
+    user's correction changed it."""
+    value, analysed = calibration[key], summary.get(key)
+    if not math.isfinite(value):
+        return analysed
+    if analysed is not None and not math.isclose(float(analysed), value):
+        return f"{_fmt(value)} (corrected; analysed with {_fmt(analysed)})"
+    return value
+
+
 def write_report(folder: str | Path, title: str | None = None) -> Path:
     """Write ``report.html`` for a results folder from its tables and ``plots/*.png``.
 
@@ -137,6 +148,7 @@ def write_report(folder: str | Path, title: str | None = None) -> Path:
     """
     store = ResultStore(folder)
     summary = store.read_summary()
+    calibration = store.calibration(summary)
     tracks = store.read_table("tracks")
     phases = store.read_table("phases")
     frames = store.read_table("frames")
@@ -147,8 +159,9 @@ def write_report(folder: str | Path, title: str | None = None) -> Path:
     rows = [("input", summary.get("input")), ("input sha256", str(summary.get("input_sha256", ""))[:16] + "…"),
             ("frames", summary.get("frames")), ("image / diffraction frames",
                                                 f"{summary.get('n_image_frames', '–')} / {summary.get('n_diffraction_frames', '–')}"),
-            ("frame rate [fps]", summary.get("fps")), ("nm per px", summary.get("nm_per_px")),
-            ("1/nm per px", summary.get("inv_nm_per_px")), ("model", summary.get("model")),
+            ("frame rate [fps]", _in_force(summary, calibration, "fps")),
+            ("nm per px", _in_force(summary, calibration, "nm_per_px")),
+            ("1/nm per px", _in_force(summary, calibration, "inv_nm_per_px")), ("model", summary.get("model")),
             ("model sha256", str(summary.get("model_sha256", ""))[:16] + "…"),
             ("phase library", ", ".join(summary.get("phases", []) or [])),
             ("analysed every n-th image frame", summary.get("every_nth", 1)),

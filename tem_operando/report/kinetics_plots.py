@@ -43,16 +43,20 @@ def plot_swelling(objects: pd.DataFrame, track: pd.Series, ax=None):
     return fig
 
 
-def plot_front(fronts: pd.DataFrame, track: pd.Series, ax=None, nm_per_px: float = 1.0):
-    """Front position vs time of one wire with the fitted rate law."""
+def plot_front(fronts: pd.DataFrame, track: pd.Series, ax=None, nm_per_px: float = 1.0,
+               systematic_px: float | None = None):
+    """Front position vs time of one wire with the fitted rate law (``systematic_px``: the front's
+    systematic error the analysis used, px; None: :data:`~tem_operando.kinetics.fronts.SYSTEMATIC_FRONT_PX`)."""
     from ..kinetics.fits import rate_law_fit
     from ..kinetics.fronts import SYSTEMATIC_FRONT_PX
+
+    systematic_px = SYSTEMATIC_FRONT_PX if systematic_px is None else float(systematic_px)
 
     fig, ax = _fig(ax)
     g = fronts[fronts["track_id"] == track["track_id"]].sort_values("time_s")
     ax.plot(g["time_s"], g["front_position_nm"], ".", ms=4, label="front")
     f = rate_law_fit(g["time_s"].to_numpy(float), g["front_position_nm"].to_numpy(float), resolution=nm_per_px,
-                     systematic=SYSTEMATIC_FRONT_PX * nm_per_px)  # as fronts.front_table: the table's CI
+                     systematic=systematic_px * nm_per_px)  # as fronts.front_table: the table's CI
     if f.model_t is not None:
         if f.law == "linear":
             lab = f"linear, v = {f.velocity_nm_s:.3g} ± {f.velocity_ci95_nm_s:.2g} nm/s"

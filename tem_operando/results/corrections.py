@@ -468,8 +468,10 @@ class Corrector:
         # always from the CSV snapshot, so the first replay and later ones see the same numbers
         base = {t: self._read_base(t) for t in BASE_TABLES}
         self._base, self._base_id = base, ident
-        self._label_track = {(int(f), int(lab)): int(t) for f, lab, t in
-                             base["objects"][["frame", "label", "track_id"]].itertuples(index=False)}
+        ob = base["objects"]  # a diffraction-only analysis has no objects, nor their label column
+        self._label_track = ({(int(f), int(lab)): int(t) for f, lab, t in
+                              ob[["frame", "label", "track_id"]].itertuples(index=False)}
+                             if {"frame", "label", "track_id"} <= set(ob.columns) else {})
         return base
 
     def _read_base(self, table: str) -> pd.DataFrame:
@@ -696,7 +698,10 @@ class Corrector:
         # 5. kinetics
         row_corr = ob.pop("_corr")
         if not ob.empty:
-            tracks, fronts = analyze_kinetics(ob, nm_per_px=nm, contact_nm=contacts or None)
+            # the CIs' systematic terms the analysis recorded (folders analysed before they were: today's)
+            systematic = {k: float(summary[k]) for k in ("systematic_width_px", "systematic_front_px")
+                          if isinstance(summary.get(k), (int, float))}
+            tracks, fronts = analyze_kinetics(ob, nm_per_px=nm, contact_nm=contacts or None, **systematic)
         else:
             tracks, fronts = schema.empty("tracks"), schema.empty("fronts")
         per_track: dict[int, set[int]] = {}

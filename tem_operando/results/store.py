@@ -107,6 +107,22 @@ class ResultStore:
         with open(p, encoding="utf-8") as fh:
             return json.load(fh)
 
+    def calibration(self, summary: dict | None = None) -> dict[str, float]:
+        """The calibration the tables are in: ``nm_per_px`` (nm/px), ``inv_nm_per_px`` (1/nm per px) and
+        ``fps`` (frames/s) — the user's corrected ones where the corrections journal changed them
+        (``summary.json`` → ``corrections.calibration``), else the analysis' own; NaN where unknown."""
+        summary = self.read_summary() if summary is None else summary
+        edited = (summary.get("corrections") or {}).get("calibration") or {}
+        out = {}
+        for k in ("nm_per_px", "inv_nm_per_px", "fps"):
+            v = edited.get(k)
+            v = summary.get(k) if v is None else v
+            try:
+                out[k] = float(v) if v is not None else float("nan")
+            except (TypeError, ValueError):
+                out[k] = float("nan")
+        return out
+
     def update_summary(self, **fields: Any) -> dict:
         """Merge ``fields`` into ``summary.json`` (status stays ``partial`` until :meth:`finish`)."""
         summary = self.read_summary()

@@ -19,9 +19,11 @@ time, and eight frames at 10 e⁻/px show the start as one frame at 80 e⁻/px w
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
-from .._registration import (NOISY_ERROR, SIGMA_HI_PX, SIGMA_LO_PX, Bands, edge_window, mean_reference, register_bands,
-                              register_robust, shift_reference, unrelated)
+
+from .._registration import (NOISY_ERROR, SIGMA_HI_PX, SIGMA_LO_PX, Bands, _translate, edge_window, mean_reference,
+                              register_bands, register_robust, shift_reference, unrelated)
 from .normalise import normalise
 
 __all__ = ["REFERENCE_FRAMES", "REFERENCE_WINDOW_S", "choose_reference", "mean_reference", "network_input",
@@ -141,26 +143,38 @@ def reference_shifts_px(frames: np.ndarray, reference: np.ndarray, *, upsample: 
 #: :func:`refine_shifts` keeps the drift pass' shift when the direct registration lands farther than
 #: this fraction of the frame's smaller side from it (a chance peak, or a reference the sample no longer resembles)
 REFINE_MAX_OFFSET = 0.1
+#: :func:`refine_shifts` registers a frame whose own peak is weak as the mean of it and up to this many
+#: frames on each side (moved onto it by the drift pass' shifts), taken within :data:`REFINE_NEIGHBOUR_S`
+REFINE_NEIGHBOURS = 2
+#: see :data:`REFINE_NEIGHBOURS`: the neighbours averaged lie within this many seconds of the frame
+REFINE_NEIGHBOUR_S = 0.25
 
 
 def refine_shifts(frames: np.ndarray, reference: np.ndarray, shifts_px: np.ndarray, *, upsample: int = 10,
-                  max_offset: float = REFINE_MAX_OFFSET, smooth_band: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                  max_offset: float = REFINE_MAX_OFFSET, smooth_band: bool = True, time_s: np.ndarray | None = None,
+                  neighbours: int = REFINE_NEIGHBOURS,
+                  neighbour_s: float = REFINE_NEIGHBOUR_S) -> tuple[np.ndarray, np.ndarray]:
     """The drift pass' shifts of the reference onto each frame, re-measured against the reference itself.
 
     The drift pass chains each frame to a key frame, itself a single noisy frame whose own error the
     next frames inherit (chunk by chunk in the pipeline): at 10 e⁻/px on 256×256 frames its error
     grows to several px within a few seconds of a 25 frames/s recording (a random walk of key-frame
-    errors). The reference — the recording's first frames averaged — is a far less noisy picture of
-    the sample, so each frame registered to it directly lands closer (band-passed, windowed, changed
-    pixels left out; with ``smooth_band`` the drift pass' smoother band for weak peaks too:
-    :func:`~tem_operando._registration.register_bands`). The drift pass' shift is kept where the direct
-    one is more than ``max_offset`` × the frame's smaller side away from it, and for a frame with
-    nothing in common with the reference (blank, noise alone).
+    errors), and in a recording too noisy to register frame by frame (a liquid cell at 10 e⁻/px) one
+    chance peak taken as a jump stays in every later frame. The reference — the recording's first
+    frames averaged — is a far less noisy picture of the sample, so each frame registered to it directly
+    lands closer (band-passed, windowed, changed pixels left out; with ``smooth_band`` the drift pass'
+    smoother band for weak peaks too: :func:`~tem_operando._registration.register_bands`). A frame whose
+    own peak is weak (normalised error above ``NOISY_ERROR``) is registered again as the mean of it and
+    its ``neighbours`` on each side within ``neighbour_s`` (each moved onto it by the drift pass' shifts,
+    so a stage jump the drift pass caught does not blur it): their electrons together find the
+    peak one frame's do not. The drift pass' shift is kept where the direct one is more than
+    ``max_offset`` × the frame's smaller side away from it, and for a frame with nothing in common
+    with the reference (blank, noise alone) even with its neighbours.
 
     Parameters
     ----------
     frames : ndarray, (n, Y, X)
-        Frames (counts).
+        Consecutive frames of a recording (counts).
     reference : ndarray, (Y, X)
         The reference (counts), e.g. :func:`mean_reference` of the first frames.
     shifts_px : ndarray, (n, 2)
@@ -171,6 +185,12 @@ def refine_shifts(frames: np.ndarray, reference: np.ndarray, shifts_px: np.ndarr
         See above (fraction of the smaller side).
     smooth_band : bool
         Retry a weak peak in the smoother band (as the drift pass).
+    time_s : ndarray, (n,), optional
+        Acquisition time of each frame, s; None (or NaN): the neighbours are not limited by time.
+    neighbours : int
+        Frames on each side averaged with a weak-peak frame (0: each frame alone).
+    neighbour_s : float
+        The neighbours lie within this many seconds of the frame (with ``time_s``).
 
     Returns
     -------
@@ -185,22 +205,52 @@ def refine_shifts(frames: np.ndarray, reference: np.ndarray, shifts_px: np.ndarr
     if ref_img.shape != a.shape[1:]:
         raise ValueError(f"reference frame shape {ref_img.shape} differs from the frames' shape {a.shape[1:]}")
     prior = np.asarray(shifts_px, float).reshape(len(a), 2)
+    t = None if time_s is None else np.asarray(time_s, float).reshape(len(a))
     window = edge_window(ref_img.shape)
     ref = Bands(ref_img, SIGMA_HI_PX, window)
     limit = max_offset * min(ref_img.shape)
     out, refined = prior.copy(), np.zeros(len(a), bool)
-    for i, f in enumerate(a):
-        cur = Bands(f, SIGMA_HI_PX, window)
+
+    def _register(cur: Bands) -> tuple[np.ndarray, float]:
         if smooth_band:
-            shift, err = register_bands(cur, ref, upsample)
-        else:
-            shift, err = register_robust(cur.band(SIGMA_LO_PX), ref.band(SIGMA_LO_PX), upsample)
-        if not (np.isfinite(shift).all() and np.isfinite(prior[i]).all()):
+            return register_bands(cur, ref, upsample)
+        return register_robust(cur.band(SIGMA_LO_PX), ref.band(SIGMA_LO_PX), upsample)
+
+    for i, f in enumerate(a):
+        if not np.isfinite(prior[i]).all():
+            continue
+        cur = Bands(f, SIGMA_HI_PX, window)
+        shift, err = _register(cur)
+        if not err <= NOISY_ERROR and neighbours > 0:
+            mean = _neighbour_mean(a, prior, t, i, int(neighbours), float(neighbour_s))
+            if mean is not None:
+                cur = Bands(mean, SIGMA_HI_PX, window)
+                shift, err = _register(cur)
+        if not np.isfinite(shift).all():
             continue
         if np.hypot(*(shift - prior[i])) > limit or (not err <= NOISY_ERROR and unrelated(ref, cur)):
             continue
         out[i], refined[i] = shift, True
     return out, refined
+
+
+def _neighbour_mean(frames: np.ndarray, shifts_px: np.ndarray, time_s: np.ndarray | None, i: int, k: int,
+                    within_s: float) -> np.ndarray | None:
+    """The mean of frame ``i`` and up to ``k`` frames on each side (within ``within_s`` s when times are
+    known: unknown times do not limit them; finite shifts only), each moved onto frame ``i`` by the difference of their (dy, dx) shifts, px;
+    None when frame ``i`` has no such neighbour."""
+    lo, hi = max(0, i - k), min(len(frames), i + k + 1)
+    js = [j for j in range(lo, hi) if np.isfinite(shifts_px[j]).all()
+          and (time_s is None or not np.isfinite(time_s[[i, j]]).all() or abs(time_s[j] - time_s[i]) <= within_s)]
+    if len(js) < 2:
+        return None
+    acc = np.zeros(frames.shape[1:], np.float32)
+    for j in js:
+        f = np.asarray(frames[j], np.float32)
+        f = np.where(np.isfinite(f), f, np.nanmedian(f) if np.isfinite(f).any() else 0.0)
+        move = shifts_px[i] - shifts_px[j]  # frame j's sample onto frame i's position
+        acc += f if np.abs(move).max() < 1e-3 else _translate(f, move, cv2.BORDER_REPLICATE)
+    return acc / len(js)
 
 
 def register_reference(frames: np.ndarray, reference: np.ndarray, *, upsample: int = 10,
