@@ -300,6 +300,7 @@ def test_corrections_on_a_diffraction_only_analysis(tmp_path):
     ph2 = store.read_table("phases").set_index("frame")
     assert ph2.loc[f, "best_phase"] == other and ph2.loc[f, "corrected"]
     assert store.read_table("objects").empty
+    assert np.isnan(store.calibration()["nm_per_px"])  # no image calibration: not a silent 1 nm/px
 
 
 def test_replay_uses_the_systematic_terms_the_analysis_recorded(store):

@@ -566,6 +566,25 @@ def test_refine_shifts_registers_a_frame_too_noisy_alone_with_its_neighbours():
     np.testing.assert_array_equal(slow[0], refine_shifts(s.frames, s.frames[0], truth, neighbours=0)[0])
 
 
+def test_neighbour_mean_moves_each_neighbour_onto_the_frame():
+    """The neighbours of a frame are moved onto it by the difference of their shifts: with a fast drift
+    (3–4 px per frame) their mean registers onto the frame itself within a fraction of a pixel."""
+    from tem_operando._registration import SIGMA_HI_PX, Bands, edge_window, register_bands
+    from tem_operando.segment.reference import _neighbour_mean
+    from tem_operando.synth import image_series
+
+    s = image_series(7, (128, 128), scene="particles", rng=2, fps=25.0, dose_e_per_px=200.0,
+                     drift_nm_per_s=(100.0, -75.0), background="carbon")
+    truth = true_shifts_px(s)
+    assert np.abs(np.diff(truth, axis=0)).min() > 2.0
+    w = edge_window(s.frames.shape[1:])
+    mean = _neighbour_mean(s.frames, truth, s.time_s, 3, 3, 1.0)
+    shift, _ = register_bands(Bands(s.frames[3], SIGMA_HI_PX, w), Bands(mean, SIGMA_HI_PX, w), 10)
+    assert np.abs(shift).max() < 0.3, shift
+    assert _neighbour_mean(s.frames, truth, s.time_s, 3, 3, 0.01) is None  # none within 0.01 s
+    assert _neighbour_mean(s.frames, truth, None, 3, 0, 1.0) is None  # no neighbours asked for
+
+
 def test_refine_shifts_keeps_the_drift_pass_where_the_reference_cannot_tell():
     from tem_operando.synth import image_series
 
@@ -618,5 +637,60 @@ def test_pipeline_re_registers_a_fast_cameras_frames_to_the_averaged_reference(t
     assert np.abs(true[-1]).max() > 3 and (np.abs(refined - true) <= 1.0 + 0.1 * np.abs(true)).all()
     np.testing.assert_allclose(np.concatenate(seen), shift_reference(first, refined), atol=1e-3)
     frames_csv = store.read_table("frames")
-    np.testing.assert_allclose(frames_csv[["drift_y_nm", "drift_x_nm"]].to_numpy() / s.nm_per_px,
-                               refined + moved[0], atol=1e-4)
+    drift = frames_csv[["drift_y_nm", "drift_x_nm"]].to_numpy() / s.nm_per_px
+    np.testing.assert_allclose(drift, refined - refined[0] + moved[0], atol=1e-4)  # 0 on the first frame
+    assert np.abs(drift[0]).max() < 1e-9
+    # objects.csv: the positions in the masks less frames.csv's drift
+    from tem_operando.track import measure_objects
+
+    classes, instances = store.read_masks()
+    raw = measure_objects(classes, instances, frame=np.arange(12), time_s=s.time_s, nm_per_px=s.nm_per_px,
+                          drift_nm=np.zeros((12, 2)))
+    both = store.read_table("objects").merge(raw, on=["frame", "label"], suffixes=("", "_raw"))
+    assert len(both) == len(raw) > 12
+    d = frames_csv.set_index("frame").loc[both["frame"], ["drift_x_nm", "drift_y_nm"]].to_numpy()
+    np.testing.assert_allclose(both["x_nm"], both["x_nm_raw"] - d[:, 0], atol=1e-6)
+    np.testing.assert_allclose(both["y_nm"], both["y_nm_raw"] - d[:, 1], atol=1e-6)
+
+
+def test_a_run_resumed_from_before_re_measuring_does_not_start_it_half_way(two_channel_model, tmp_path):
+    """An analysis whose reference run was chosen by a version without re-measuring (no ``refine`` in
+    .work/reference.json) keeps the drift pass' drift in the chunks it finishes after a resume: one drift
+    estimate throughout, not a step where the resume began."""
+    import json
+    import shutil
+
+    import pandas as pd
+
+    from tem_operando.pipeline import AnalyzeOptions, analyze
+    from tem_operando.synth import image_series, write_session
+
+    s = image_series(12, (96, 96), scene="particles", rng=4, fps=25.0, drift_nm_per_s=(40.0, -30.0),
+                     dose_e_per_px=20.0)
+    rec = write_session(s, tmp_path / "s.hspy")
+    out = tmp_path / "res"
+    opts = AnalyzeOptions(model=str(two_channel_model), chunk_frames=5, scheduler="sync")
+    analyze(rec, out, opts, report=False)
+    work = out / ".work"
+    fixes = lambda c: pd.read_csv(work / c / "image_frames.csv")[["drift_fix_x_px", "drift_fix_y_px"]].to_numpy()
+    assert np.abs(fixes("chunk_000000010_000000012")).max() > 0  # this version re-measures
+    state = json.loads((work / "reference.json").read_text())
+    del state["refine"]  # as an older version wrote it
+    (work / "reference.json").write_text(json.dumps(state))
+    shutil.rmtree(work / "chunk_000000010_000000012")  # the chunk left when it stopped
+    analyze(rec, out, opts, resume=True, report=False)
+    assert (fixes("chunk_000000010_000000012") == 0).all()
+
+
+def test_drift_fixes_of_skipped_frames_are_interpolated_and_the_first_frames_is_zero():
+    import pandas as pd
+
+    from tem_operando.pipeline.analyze import _drift_fixes
+
+    t = pd.DataFrame({"frame": [7, 3, 5, 9, 11], "analysed": [False, True, True, True, False],
+                      "drift_fix_x_px": [0.0, 1.0, 2.0, 4.0, 0.0], "drift_fix_y_px": [0.0, -1.0, -1.0, -3.0, np.nan]})
+    fixes, first = _drift_fixes(t)
+    assert fixes["frame"].tolist() == [3, 5, 7, 9, 11]
+    np.testing.assert_allclose(first, [1.0, -1.0])
+    np.testing.assert_allclose(fixes["drift_fix_x_px"], [0.0, 1.0, 2.0, 3.0, 3.0])  # 7: between 5 and 9; 11: 9's
+    np.testing.assert_allclose(fixes["drift_fix_y_px"], [0.0, 0.0, -1.0, -2.0, -2.0])

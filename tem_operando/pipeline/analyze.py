@@ -177,8 +177,10 @@ REFERENCE_STATE = "reference.json"
 REFERENCE_IMAGE = "reference_image.npy"
 #: the drift of each analysed frame is re-measured against the reference only when at least this many
 #: frames were averaged into it (a fast camera): at 25 frames/s (8 frames) the drift's RMS error at 10 e⁻/px
-#: falls from 2.6 to 1.8 px; at 2 frames/s (2 frames) it stays at 1.5 px, and re-measuring costs ~5 % of
-#: the pipeline's time (``models/experiments/README.md``, session 17)
+#: falls from 2.6 to 1.2 px (frames too noisy alone registered with their neighbours); at 2 frames/s
+#: (2 frames) it stays at 1.5 px. Re-measuring costs 6–21 ms per 256×256 frame (the network ~25 ms):
+#: +5 % of a clean recording's analysis time, up to +40 % for a liquid cell whose frames all need their
+#: neighbours (``models/experiments/README.md``, sessions 17–18)
 REFINE_MIN_FRAMES = 4
 
 
@@ -272,6 +274,8 @@ def write_reference_drift(folder: Path, ranges, read_frames: Callable[[np.ndarra
             times = read_times(after) if read_times is not None else np.full(after.size, np.nan)
             run = after[: reference_run(times, n_max=after.size)]
             state["run"] = [int(f) for f in run]
+            # runs chosen before re-measuring existed do not start doing it when resumed (one drift throughout)
+            state["refine"] = True
             if read_frames is not None:  # averaged once here; every chunk reads it (_reference_frames)
                 image = mean_reference(np.asarray(read_frames(run), np.float32),
                                        (absolute[run] - absolute[run[0]])[:, ::-1])
@@ -294,7 +298,10 @@ def _reference_frames(rec, spec: ChunkSpec, index: np.ndarray, frames: np.ndarra
     itself when the ``frames`` are given (:func:`~tem_operando.segment.reference.refine_shifts`; a frame
     too noisy alone together with its neighbours within ``time_s``, s) — and
     the correction of each frame's drift that re-measuring made, (x, y) px (0 where the drift pass'
-    stands). Only a reference of at least :data:`REFINE_MIN_FRAMES` frames is worth it."""
+    stands). Only a reference of at least :data:`REFINE_MIN_FRAMES` frames is worth it, and only in an
+    analysis that chose its reference run with re-measuring in place (``refine`` in :data:`REFERENCE_STATE`:
+    a run resumed from an older version keeps one drift estimate throughout). A frame's neighbours are
+    those of its own chunk (:func:`image_stage` is called per chunk)."""
     from ..segment.reference import refine_shifts, shift_reference
 
     work = Path(spec.results_dir) / WORK
@@ -314,7 +321,7 @@ def _reference_frames(rec, spec: ChunkSpec, index: np.ndarray, frames: np.ndarra
     # analyses before averaging (no image saved): the reference frame alone
     image = np.load(averaged) if averaged.is_file() else np.asarray(rec.frame(int(ref)), np.float32)
     shifts = d[:, ::-1].copy()
-    if frames is not None and len(state.get("run") or ()) >= REFINE_MIN_FRAMES:
+    if frames is not None and state.get("refine") and len(state.get("run") or ()) >= REFINE_MIN_FRAMES:
         refined, _ = refine_shifts(frames, image, shifts, time_s=time_s)
         return shift_reference(image, refined), (refined - shifts)[:, ::-1]
     return shift_reference(image, shifts), np.zeros((len(index), 2))
@@ -507,6 +514,29 @@ def chunk_job(spec: ChunkSpec, start: int, stop: int) -> dict[str, Any]:
 # once per recording: chaining, linking, kinetics, timeline
 
 
+def _drift_fixes(image_frames: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """Each image frame's re-measured drift correction (``drift_fix_x_px``, ``drift_fix_y_px``) relative
+    to the first image frame's (so frames.csv's drift stays 0 there), and that first one, (x, y) px.
+
+    Frames skipped by ``--every-nth`` were not re-measured: they take the correction interpolated between
+    the analysed frames around them (linearly in frame number; the nearest one's beyond the ends), so the
+    drift of analysed and skipped frames does not alternate between two estimates.
+    """
+    t = image_frames.sort_values("frame")
+    f = t["frame"].to_numpy(float)
+    fix = t[["drift_fix_x_px", "drift_fix_y_px"]].to_numpy(float)
+    known = np.isfinite(fix).all(axis=1)
+    if "analysed" in t:
+        known &= t["analysed"].fillna(True).to_numpy(bool)
+    fix = np.where(np.isfinite(fix), fix, 0.0)
+    if known.any() and not known.all():
+        for k in range(2):
+            fix[~known, k] = np.interp(f[~known], f[known], fix[known, k])
+    fix0 = fix[0].copy() if len(fix) else np.zeros(2)
+    fix = fix - fix0
+    return pd.DataFrame({"frame": t["frame"].to_numpy(), "drift_fix_x_px": fix[:, 0], "drift_fix_y_px": fix[:, 1]}), fix0
+
+
 def chain_drift(image_frames: pd.DataFrame, *, known: np.ndarray | None = None, last=None) -> pd.DataFrame:
     """Absolute drift (px) of every image frame from each chunk's drift relative to its anchor.
 
@@ -563,9 +593,10 @@ def finalize(store: ResultStore, ranges, rec_info: dict, opts: AnalyzeOptions, p
     frames = frames.merge(drift, on="frame", how="left")
     if not img_frames.empty:
         frames = frames.merge(img_frames[["frame", "analysed", "confidence"]], on="frame", how="left")
+    fix0 = np.zeros(2)  # the first image frame's re-measured drift correction, (x, y) px
     if "drift_fix_x_px" in img_frames:  # the segmentation's re-measured drift (objects were measured with it)
-        fix = frames[["frame"]].merge(img_frames[["frame", "drift_fix_x_px", "drift_fix_y_px"]], on="frame",
-                                      how="left")
+        fixes, fix0 = _drift_fixes(img_frames)
+        fix = frames[["frame"]].merge(fixes, on="frame", how="left")
         for a in "xy":
             frames[f"drift_{a}_px"] = frames[f"drift_{a}_px"] + fix[f"drift_fix_{a}_px"].fillna(0.0).to_numpy()
     frames["drift_x_nm"] = frames.get("drift_x_px", np.nan) * nm if nm else np.nan
@@ -576,7 +607,8 @@ def finalize(store: ResultStore, ranges, rec_info: dict, opts: AnalyzeOptions, p
         # objects were drift-corrected relative to their chunk's anchor: add the anchor's offset
         rel = img_frames.set_index("frame")[["drift_rel_x_px", "drift_rel_y_px"]]
         absd = drift.set_index("frame")[["drift_x_px", "drift_y_px"]]
-        offset = (absd.to_numpy() - rel.loc[absd.index].to_numpy()) * nm  # each chunk's base drift
+        # each chunk's base drift, less the first frame's correction (frames.csv's drift is 0 there)
+        offset = (absd.to_numpy() - rel.loc[absd.index].to_numpy() - fix0) * nm
         off = pd.DataFrame(offset, index=absd.index, columns=["ox", "oy"])
         o = off.loc[objects["frame"].to_numpy()].to_numpy()
         for c in POSITION_COLUMNS:

@@ -596,8 +596,10 @@ class Corrector:
         inv0 = float(summary.get("inv_nm_per_px") or float("nan"))
         fps0 = float(summary.get("fps") or float("nan"))
         nm, inv, fps = nm0, inv0, fps0
+        nm_known = summary.get("nm_per_px") is not None  # else nm0 = 1 is only the lengths' scale
         for e in active:
             if e["kind"] == "edit_calibration":
+                nm_known = nm_known or e.get("nm_per_px") is not None
                 nm = e.get("nm_per_px", nm)
                 inv = e.get("inv_nm_per_px", inv)
                 fps = e.get("fps", fps)
@@ -762,7 +764,8 @@ class Corrector:
                 "journal": "corrections.jsonl", "entries": len(entries), "active": len(active),
                 "last_id": replay.last_id, "active_ids": [e["id"] for e in active],
                 "corrected_frames": corrected, "excluded_frames": sorted(excluded),
-                "calibration": {"nm_per_px": nm, "inv_nm_per_px": inv, "fps": fps}, "applied": _now()})
+                "calibration": {"nm_per_px": nm if nm_known else None, "inv_nm_per_px": inv, "fps": fps},
+                "applied": _now()})
         self.last = replay
         return replay
 

@@ -169,12 +169,14 @@ def refine_shifts(frames: np.ndarray, reference: np.ndarray, shifts_px: np.ndarr
     so a stage jump the drift pass caught does not blur it): their electrons together find the
     peak one frame's do not. The drift pass' shift is kept where the direct one is more than
     ``max_offset`` × the frame's smaller side away from it, and for a frame with nothing in common
-    with the reference (blank, noise alone) even with its neighbours.
+    with the reference (blank, noise alone) even with its neighbours (a blank frame between frames
+    that do register is placed by their electrons: by the neighbours' drift-pass shifts, corrected).
 
     Parameters
     ----------
     frames : ndarray, (n, Y, X)
-        Consecutive frames of a recording (counts).
+        Consecutive frames of a recording (counts); a frame's neighbours are taken among these only
+        (the pipeline passes one chunk at a time).
     reference : ndarray, (Y, X)
         The reference (counts), e.g. :func:`mean_reference` of the first frames.
     shifts_px : ndarray, (n, 2)
