@@ -672,7 +672,10 @@ def test_a_run_resumed_from_before_re_measuring_does_not_start_it_half_way(two_c
     opts = AnalyzeOptions(model=str(two_channel_model), chunk_frames=5, scheduler="sync")
     analyze(rec, out, opts, report=False)
     work = out / ".work"
-    fixes = lambda c: pd.read_csv(work / c / "image_frames.csv")[["drift_fix_x_px", "drift_fix_y_px"]].to_numpy()
+
+    def fixes(chunk: str) -> np.ndarray:
+        return pd.read_csv(work / chunk / "image_frames.csv")[["drift_fix_x_px", "drift_fix_y_px"]].to_numpy()
+
     assert np.abs(fixes("chunk_000000010_000000012")).max() > 0  # this version re-measures
     state = json.loads((work / "reference.json").read_text())
     del state["refine"]  # as an older version wrote it
