@@ -1,6 +1,7 @@
 """Segmentation speed: frames/s at 256×256 and 512×512, network (eager, optimised) and baseline.
 
-Run: ``python benchmarks/segment.py [--model M] [--threads 2] [--frames 64] [--scale 0.5]``.
+Run: ``python benchmarks/segment.py [--model M] [--threads 2] [--frames 64] [--device cuda]``
+(``--device``: the network's device, ``cpu`` or a torch device such as ``cuda``; the baseline runs on the CPU).
 All timings come from the same run on the same synthetic frames, so the ratios are fair on a
 busy machine. "network only" times the forward passes; "full" includes normalisation, decoding
 and the instance watershed (what ``Segmenter.predict`` costs).
@@ -39,6 +40,7 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--sizes", default="256,512")
+    ap.add_argument("--device", default="cpu", help="the network's torch device (cpu, cuda, cuda:1, mps)")
     args = ap.parse_args(argv)
 
     import torch
@@ -47,11 +49,12 @@ def main(argv=None) -> int:
     from tem_operando.segment.reference import network_input
 
     torch.set_num_threads(args.threads)
-    eager = load_segmenter(args.model, optimise="eager", batch=args.batch)
-    opt = load_segmenter(args.model, optimise="jit", batch=args.batch)
-    half = load_segmenter(args.model, optimise="jit", batch=args.batch, scale=0.5)
+    dev = args.device
+    eager = load_segmenter(args.model, optimise="eager", batch=args.batch, device=dev)
+    opt = load_segmenter(args.model, optimise="jit", batch=args.batch, device=dev)
+    half = load_segmenter(args.model, optimise="jit", batch=args.batch, scale=0.5, device=dev)
     base = load_segmenter("baseline")
-    print(f"model {opt.name} ({opt.sha256[:12]}), torch {torch.__version__}, {args.threads} threads")
+    print(f"model {opt.name} ({opt.sha256[:12]}), torch {torch.__version__}, network on {dev}, {args.threads} threads")
     print(f"{'size':>8} {'what':<34} {'frames/s':>9} {'vs eager':>9}")
     for size in (int(s) for s in args.sizes.split(",")):
         frames = _frames(size, args.frames)
