@@ -381,3 +381,25 @@ def test_retrain_can_be_cancelled(window, qtbot, folder, tmp_path, monkeypatch):
         pass
     assert not (tmp_path / "data" / "models" / "never.pt").exists()
     assert window.model is not None and window.cancel_btn.isHidden()
+
+
+def test_apply_calibration_sends_only_what_the_user_changed(window, qtbot, monkeypatch):
+    """The pixel box shows the analysis' nm/px rounded to its decimals: applying an unchanged panel edits
+    nothing, changing the rate edits the rate alone (not a rounded pixel size too)."""
+    m, tools = window.model, window.tools
+    target = m.nm_per_px * 1.234567891  # a pixel size the box shows rounded
+    m.edit_calibration(nm_per_px=target)
+    qtbot.waitUntil(lambda: abs(m.nm_per_px - target) < 1e-12 and abs(tools.nm_box.value() - target) < 1e-5,
+                    timeout=20000)
+    assert m.nm_per_px != round(m.nm_per_px, tools.nm_box.decimals())
+    sent = []
+    monkeypatch.setattr(m, "edit_calibration", lambda **kw: sent.append(kw))
+    tools.apply_calibration()
+    assert sent == []
+    tools.fps_box.setValue(tools.fps_box.value() * 2)
+    tools.apply_calibration()
+    assert len(sent) == 1 and set(sent[0]) == {"fps"}
+    tools.nm_box.setValue(tools.nm_box.value() * 2)
+    tools.fps_box.setValue(tools.fps_box.value() / 2)
+    tools.apply_calibration()
+    assert set(sent[1]) == {"nm_per_px"}

@@ -639,7 +639,7 @@ def test_pipeline_re_registers_a_fast_cameras_frames_to_the_averaged_reference(t
     frames_csv = store.read_table("frames")
     drift = frames_csv[["drift_y_nm", "drift_x_nm"]].to_numpy() / s.nm_per_px
     np.testing.assert_allclose(drift, refined - refined[0] + moved[0], atol=1e-4)  # 0 on the first frame
-    assert np.abs(drift[0]).max() < 1e-9
+    assert np.abs(drift[0]).max() < 1e-9 and np.abs(refined[0] - moved[0]).max() > 0.01  # a first frame's fix to undo
     # objects.csv: the positions in the masks less frames.csv's drift
     from tem_operando.track import measure_objects
 
@@ -653,10 +653,11 @@ def test_pipeline_re_registers_a_fast_cameras_frames_to_the_averaged_reference(t
     np.testing.assert_allclose(both["y_nm"], both["y_nm_raw"] - d[:, 1], atol=1e-6)
 
 
-def test_a_run_resumed_from_before_re_measuring_does_not_start_it_half_way(two_channel_model, tmp_path):
-    """An analysis whose reference run was chosen by a version without re-measuring (no ``refine`` in
-    .work/reference.json) keeps the drift pass' drift in the chunks it finishes after a resume: one drift
-    estimate throughout, not a step where the resume began."""
+@pytest.mark.parametrize("finished_refined", [True, False])
+def test_a_resumed_run_keeps_one_drift_estimate_throughout(two_channel_model, tmp_path, finished_refined):
+    """A run whose reference was chosen by an older version (no ``refine`` in .work/reference.json) and
+    resumed: its remaining chunks re-measure the drift exactly when its finished ones did (their
+    image_frames.csv has the corrections' columns) — no step where the resume began."""
     import json
     import shutil
 
@@ -676,13 +677,19 @@ def test_a_run_resumed_from_before_re_measuring_does_not_start_it_half_way(two_c
     def fixes(chunk: str) -> np.ndarray:
         return pd.read_csv(work / chunk / "image_frames.csv")[["drift_fix_x_px", "drift_fix_y_px"]].to_numpy()
 
-    assert np.abs(fixes("chunk_000000010_000000012")).max() > 0  # this version re-measures
+    last = "chunk_000000010_000000012"
+    assert np.abs(fixes(last)).max() > 0  # this version re-measures
     state = json.loads((work / "reference.json").read_text())
     del state["refine"]  # as an older version wrote it
     (work / "reference.json").write_text(json.dumps(state))
-    shutil.rmtree(work / "chunk_000000010_000000012")  # the chunk left when it stopped
+    if not finished_refined:  # a version before re-measuring: no corrections' columns
+        for c in ("chunk_000000000_000000005", "chunk_000000005_000000010"):
+            t = pd.read_csv(work / c / "image_frames.csv")
+            t.drop(columns=["drift_fix_x_px", "drift_fix_y_px"]).to_csv(work / c / "image_frames.csv", index=False)
+    shutil.rmtree(work / last)  # the chunk left when it stopped
     analyze(rec, out, opts, resume=True, report=False)
-    assert (fixes("chunk_000000010_000000012") == 0).all()
+    assert (np.abs(fixes(last)).max() > 0) == finished_refined
+    assert json.loads((work / "reference.json").read_text())["refine"] == finished_refined
 
 
 def test_drift_fixes_of_skipped_frames_are_interpolated_and_the_first_frames_is_zero():
@@ -697,3 +704,12 @@ def test_drift_fixes_of_skipped_frames_are_interpolated_and_the_first_frames_is_
     np.testing.assert_allclose(first, [1.0, -1.0])
     np.testing.assert_allclose(fixes["drift_fix_x_px"], [0.0, 1.0, 2.0, 3.0, 3.0])  # 7: between 5 and 9; 11: 9's
     np.testing.assert_allclose(fixes["drift_fix_y_px"], [0.0, 0.0, -1.0, -2.0, -2.0])
+    # a skipped first image frame takes the first analysed one's correction (then 0 after subtracting it)
+    t2 = pd.concat([pd.DataFrame({"frame": [1], "analysed": [False], "drift_fix_x_px": [0.0],
+                                  "drift_fix_y_px": [0.0]}), t])
+    fixes2, first2 = _drift_fixes(t2)
+    np.testing.assert_allclose(first2, [1.0, -1.0])
+    np.testing.assert_allclose(fixes2["drift_fix_x_px"], [0.0, 0.0, 1.0, 2.0, 3.0, 3.0])
+    # an analysed frame whose chunk wrote no correction (NaN) was measured with 0: it is not interpolated over
+    t3 = t.assign(drift_fix_x_px=[0.0, 1.0, np.nan, 4.0, 0.0])
+    np.testing.assert_allclose(_drift_fixes(t3)[0]["drift_fix_x_px"], [0.0, -1.0, 1.0, 3.0, 3.0])

@@ -136,7 +136,9 @@ class ToolsPanel(QtWidgets.QWidget):
             self.phase_box.clear()
             self.phase_box.addItems(names)
         self.nm_box.setValue(m.nm_per_px if m.nm_per_px == m.nm_per_px else 1.0)
-        self.fps_box.setValue(m.fps)
+        self.fps_box.setValue(m.fps if m.fps == m.fps else 1.0)
+        # what the boxes show (rounded to their decimals; 1 where the analysis knows no value)
+        self._shown = (self.nm_box.value(), self.fps_box.value())
         n = sum(1 for _ in m.store.corrections())
         self.undo_btn.setEnabled(m.can_undo())
         self.redo_btn.setEnabled(m.can_redo())
@@ -170,9 +172,12 @@ class ToolsPanel(QtWidgets.QWidget):
     def apply_calibration(self) -> None:
         m = self.model
         kw = {}
-        if abs(self.nm_box.value() - m.nm_per_px) > 1e-9:
+        # only what the user changed: against what the boxes show (an unknown value shows 1 and is set by
+        # any other; a value shown rounded is not re-sent as an edit)
+        nm_shown, fps_shown = getattr(self, "_shown", (m.nm_per_px, m.fps))
+        if not abs(self.nm_box.value() - nm_shown) <= 1e-9:
             kw["nm_per_px"] = self.nm_box.value()
-        if abs(self.fps_box.value() - m.fps) > 1e-9:
+        if not abs(self.fps_box.value() - fps_shown) <= 1e-9:
             kw["fps"] = self.fps_box.value()
         if kw:
             m.edit_calibration(**kw)

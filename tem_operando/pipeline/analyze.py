@@ -250,6 +250,11 @@ def write_reference_drift(folder: Path, ranges, read_frames: Callable[[np.ndarra
 
     work = Path(folder) / WORK
     state = _read_reference_state(work)
+    if state["frame"] is not None and "refine" not in state:
+        # a run chosen by an older version and resumed: re-measure only if the chunks it finished did
+        # (they carry the corrections' columns) or none finished yet, so one drift estimate runs throughout
+        state["refine"] = _finished_chunks_refined(Path(folder))
+        atomic_write_text(work / REFERENCE_STATE, json.dumps(state))
     ranges = sorted(ranges)
     new = [(s, e) for s, e in ranges if s >= int(state["chained_to"])]
     if not new:
@@ -288,6 +293,18 @@ def write_reference_drift(folder: Path, ranges, read_frames: Callable[[np.ndarra
     atomic_write_bytes(path, buf.getvalue())  # before the state: a crash in between re-chains the same chunks
     atomic_write_text(work / REFERENCE_STATE, json.dumps(state))
     return state
+
+
+def _finished_chunks_refined(folder: Path) -> bool:
+    """Whether the segmentation chunks finished under ``.work/`` re-measured their drift (their
+    ``image_frames.csv`` has ``drift_fix_x_px``); True when none has finished."""
+    finished = [d / "image_frames.csv" for d in sorted((folder / WORK).glob("chunk_*"))
+                if (d / "done.json").is_file() and (d / "image_frames.csv").is_file()]
+    for path in finished:
+        with open(path, encoding="utf-8") as fh:
+            if "drift_fix_x_px" in fh.readline().strip().split(","):
+                return True
+    return not finished
 
 
 def _reference_frames(rec, spec: ChunkSpec, index: np.ndarray, frames: np.ndarray | None = None,
@@ -524,11 +541,9 @@ def _drift_fixes(image_frames: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     """
     t = image_frames.sort_values("frame")
     f = t["frame"].to_numpy(float)
-    fix = t[["drift_fix_x_px", "drift_fix_y_px"]].to_numpy(float)
-    known = np.isfinite(fix).all(axis=1)
-    if "analysed" in t:
-        known &= t["analysed"].fillna(True).to_numpy(bool)
-    fix = np.where(np.isfinite(fix), fix, 0.0)
+    # an analysed frame without a correction (a chunk written before there were any) was measured with 0
+    fix = np.nan_to_num(t[["drift_fix_x_px", "drift_fix_y_px"]].to_numpy(float))
+    known = t["analysed"].fillna(True).to_numpy(bool) if "analysed" in t else np.ones(len(t), bool)
     if known.any() and not known.all():
         for k in range(2):
             fix[~known, k] = np.interp(f[~known], f[known], fix[known, k])
