@@ -52,9 +52,6 @@ SIGMA_LO_PX, SIGMA_HI_PX = 1.5, 12.0
 #: redone with the noise cut at ``NOISY_SIGMA_LO_PX`` (at 5 e⁻/px on 160×160 px the drift's RMS error
 #: falls from ~5 to ~1.4 px, ``benchmarks/drift.py``)
 NOISY_ERROR, NOISY_SIGMA_LO_PX = 0.9, 3.5
-#: the coarsest band, px: the drift pass' last try for a frame that matches nothing in the other two
-#: (a liquid cell at a low dose) before it keeps the last drift (:func:`~tem_operando.track.estimate_drift`)
-COARSE_SIGMA_LO_PX = 8.0
 
 
 class Bands:

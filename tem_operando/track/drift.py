@@ -10,10 +10,7 @@ The key frame is renewed every ``key_every`` frames so that the sample's own slo
 correlation peak sits wherever the shift is, however large (up to half the frame), and a
 registration whose peak is weak is retried against the previous frame. A frame that matches
 neither better than chance (blank, or noise alone) keeps the last drift and is never a key frame:
-one such frame used to shift the drift of every later frame by tens of pixels. Before it does, it is
-registered once more in a coarse band (noise cut at 8 px): in a liquid cell at a low dose only the
-objects' coarse outlines register, and a stage jump larger than that band's own error (10 px) is
-taken from it (that frame only: the chain does not continue from so imprecise a registration).
+one such frame used to shift the drift of every later frame by tens of pixels.
 """
 
 from __future__ import annotations
@@ -22,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._registration import (CHANGE_K, COARSE_SIGMA_LO_PX, NOISY_ERROR, NOISY_SIGMA_LO_PX, SIGMA_HI_PX, SIGMA_LO_PX,
-                              WINDOW_TAPER, Bands, edge_window, register_bands, register_robust, unrelated)
+from .._registration import (CHANGE_K, NOISY_ERROR, NOISY_SIGMA_LO_PX, SIGMA_HI_PX, SIGMA_LO_PX, WINDOW_TAPER,
+                              Bands, edge_window, register_bands, unrelated)
 
 __all__ = ["DriftState", "estimate_drift"]
 
@@ -38,7 +35,6 @@ class DriftState:
     prev_drift_px: np.ndarray | None = None
     since_key: int = 0
     held: int = 0  # frames in a row that matched nothing (kept the last drift)
-    last_px: np.ndarray | None = None  # the last frame's drift (px), what a frame that matches nothing keeps
 
 
 def estimate_drift(
@@ -53,8 +49,6 @@ def estimate_drift(
     taper: float = WINDOW_TAPER,
     noisy_error: float = NOISY_ERROR,
     noisy_sigma_lo_px: float = NOISY_SIGMA_LO_PX,
-    coarse_sigma_lo_px: float | None = COARSE_SIGMA_LO_PX,
-    coarse_jump_px: float = 10.0,
     state: DriftState | None = None,
     return_state: bool = False,
 ):
@@ -82,13 +76,6 @@ def estimate_drift(
         A registration whose normalised error exceeds ``noisy_error`` (at 5 e⁻/px most do) is
         redone with the noise cut at ``noisy_sigma_lo_px`` instead of ``sigma_lo_px``: at 5 e⁻/px
         on 160×160 px the RMS error falls from ~5 to ~1.4 px (``benchmarks/drift.py``).
-    coarse_sigma_lo_px : float or None
-        A frame that matches neither the key frame nor the previous one in either band is registered
-        to the key frame once more in a band this coarse (noise cut at ``coarse_sigma_lo_px``), and takes
-        that shift unless this band too has nothing in common with the key (the 180° test of
-        :func:`~tem_operando._registration.unrelated`); only then does it keep the last drift. A liquid
-        cell at 10 e⁻/px is such a recording: only its objects' and bubbles' coarse outlines register,
-        and stage jumps of 20 px went unseen. None: no coarse band.
     state : DriftState, optional
         Returned by the previous chunk's call with ``return_state=True``.
     return_state : bool
@@ -118,23 +105,13 @@ def estimate_drift(
     def _unrelated(ref, mov) -> bool:
         return unrelated(ref, mov, noisy_sigma_lo_px)
 
-    def _coarse(ref, mov):
-        """Shift (dy, dx) of ``mov`` onto ``ref`` in the coarsest band, or None when even that band has
-        nothing in common (a blank frame, noise alone)."""
-        if not coarse_sigma_lo_px:
-            return None
-        shift, _ = register_robust(ref.band(coarse_sigma_lo_px), mov.band(coarse_sigma_lo_px), upsample, change_k)
-        if not np.isfinite(shift).all() or unrelated(ref, mov, coarse_sigma_lo_px):
-            return None
-        return shift
-
     out = np.zeros((T, 2))
     for i in range(T):
         cur = Bands(frames[i], sigma_hi_px, window)
         if st.key is None:
             st.key, st.key_drift_px = cur, np.zeros(2)
             st.prev, st.prev_drift_px, st.since_key = cur, np.zeros(2), 0
-            out[i], st.last_px = 0.0, np.zeros(2)
+            out[i] = 0.0
             continue
         shift, err = _register(st.key, cur, upsample)
         d = st.key_drift_px + np.array([-shift[1], -shift[0]])
@@ -142,26 +119,16 @@ def estimate_drift(
             shift_p, err_p = _register(st.prev, cur, upsample)
             if err_p < err or not np.isfinite(err):
                 d = st.prev_drift_px + np.array([-shift_p[1], -shift_p[0]])
-            nothing = not min(err, err_p) <= noisy_error and _unrelated(st.key, cur) and _unrelated(st.prev, cur)
-            rescued = _coarse(st.key, cur) if nothing else None
-            if rescued is not None:
-                d_c = st.key_drift_px + np.array([-rescued[1], -rescued[0]])
-                if np.hypot(*(d_c - st.prev_drift_px)) > coarse_jump_px:
-                    # a stage jump only the coarse band sees (a liquid cell at a low dose): this frame takes
-                    # it, but it is too imprecise to chain further frames to (nor to end a run of held ones)
-                    out[i] = st.last_px = d_c
-                    continue
-            if nothing:
+            if not min(err, err_p) <= noisy_error and _unrelated(st.key, cur) and _unrelated(st.prev, cur):
                 # a blank or structureless frame (beam blanked, a camera glitch): its drift is not
                 # known; it keeps the last one and is never a reference for the frames after it —
                 # unless the key itself is such a frame (3 in a row match nothing): then this one
                 # becomes the key, at the last drift, and the chain goes on from it
                 st.held += 1
-                last = st.prev_drift_px if st.last_px is None else np.asarray(st.last_px, float)
-                out[i] = last
+                out[i] = st.prev_drift_px
                 if st.held >= 3:
-                    st.key, st.key_drift_px, st.since_key = cur, last.copy(), 0
-                    st.prev, st.prev_drift_px, st.held = cur, last.copy(), 0
+                    st.key, st.key_drift_px, st.since_key = cur, st.prev_drift_px.copy(), 0
+                    st.prev, st.held = cur, 0
                 continue
         # a jump larger than the frame overlap allows is not trusted to the key frame alone:
         # check consistency with the previous frame and prefer the smaller error
@@ -169,7 +136,7 @@ def estimate_drift(
             shift_p, err_p = _register(st.prev, cur, upsample)
             if err_p < err:
                 d = st.prev_drift_px + np.array([-shift_p[1], -shift_p[0]])
-        out[i] = st.last_px = d
+        out[i] = d
         st.held = 0
         st.prev, st.prev_drift_px = cur, d
         st.since_key += 1
