@@ -18,10 +18,18 @@ import numpy as np
 from scipy import ndimage
 
 
+def finite(a: np.ndarray, fill=np.nanmedian) -> np.ndarray:
+    """``a`` with its NaN/inf pixels set to ``fill`` of the finite ones (0 when none is); ``a`` itself
+    when every pixel is finite (the common case costs one check, no statistic)."""
+    ok = np.isfinite(a)
+    if ok.all():
+        return a
+    return np.where(ok, a, fill(a[ok]) if ok.any() else 0.0).astype(a.dtype, copy=False)
+
+
 def prepare(frame: np.ndarray, sigma_lo: float, sigma_hi: float, window: np.ndarray) -> np.ndarray:
     """A frame ready for :func:`register`: NaN-free, median-filtered, band-passed (px), windowed."""
-    f = np.asarray(frame, dtype=np.float32)
-    f = np.where(np.isfinite(f), f, np.nanmean(f) if np.isfinite(f).any() else 0.0)
+    f = finite(np.asarray(frame, dtype=np.float32), np.mean)
     f = cv2.medianBlur(np.ascontiguousarray(f), 3)  # hot and dead pixels are fixed in the detector frame
     band = cv2.GaussianBlur(f, (0, 0), sigma_lo) - cv2.GaussianBlur(f, (0, 0), sigma_hi)
     band -= band.mean()
@@ -138,7 +146,7 @@ def shift_reference(reference: np.ndarray, shifts_px: np.ndarray) -> np.ndarray:
     """The reference frame (Y, X) moved by each (dy, dx) of ``shifts_px`` (n, 2), px: (n, Y, X) float32
     (linear interpolation, edges extended; NaN/inf pixels become the median)."""
     ref = np.asarray(reference, np.float32)
-    ref = np.where(np.isfinite(ref), ref, np.nanmedian(ref) if np.isfinite(ref).any() else 0.0)
+    ref = finite(ref)
     shifts = np.asarray(shifts_px, float).reshape(-1, 2)
     out = np.empty((len(shifts), *ref.shape), np.float32)
     for i, s in enumerate(shifts):

@@ -22,8 +22,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .._registration import (NOISY_ERROR, SIGMA_HI_PX, SIGMA_LO_PX, Bands, _translate, edge_window, mean_reference,
-                              register_bands, register_robust, shift_reference, unrelated)
+from .._registration import (NOISY_ERROR, SIGMA_HI_PX, SIGMA_LO_PX, Bands, _translate, edge_window, finite,
+                              mean_reference, register_bands, register_robust, shift_reference, unrelated)
 from .normalise import normalise
 
 __all__ = ["REFERENCE_FRAMES", "REFERENCE_WINDOW_S", "choose_reference", "mean_reference", "network_input",
@@ -248,8 +248,7 @@ def _neighbour_mean(frames: np.ndarray, shifts_px: np.ndarray, time_s: np.ndarra
         return None
     acc = np.zeros(frames.shape[1:], np.float32)
     for j in js:
-        f = np.asarray(frames[j], np.float32)
-        f = np.where(np.isfinite(f), f, np.nanmedian(f) if np.isfinite(f).any() else 0.0)
+        f = finite(np.asarray(frames[j], np.float32))
         move = shifts_px[i] - shifts_px[j]  # frame j's sample onto frame i's position
         acc += f if np.abs(move).max() < 1e-3 else _translate(f, move, cv2.BORDER_REPLICATE)
     return acc / len(js)
